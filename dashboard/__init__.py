@@ -1,0 +1,1 @@
+"""The clinician dashboard (Streamlit): run with ``medmeta dashboard``."""

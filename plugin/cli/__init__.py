@@ -1,0 +1,35 @@
+"""The ``medmeta`` command line: one sub-command module per job."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.console import Console
+
+from medmeta.cli import demo
+from medmeta.errors import MedmetaError
+
+app = typer.Typer(
+    name="medmeta",
+    help="Meta-learning for clinical data: few-shot diagnosis and personalised treatment. "
+    "Outputs are decision support, not orders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.command("demo")(demo.demo)
+
+
+@app.callback()
+def _root() -> None:
+    """Meta-learning for clinical data. Outputs are decision support, not orders."""
+
+
+def main() -> None:
+    """Entry point of the ``medmeta`` script: medmeta's own errors print as one clear line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except MedmetaError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None

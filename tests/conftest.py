@@ -1,0 +1,36 @@
+"""Shared fixtures: the embedded samples, and the full data when it is there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from medmeta.paths import ENV_VAR, sample_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _full_data_dir() -> Path | None:
+    candidates = [os.environ.get(ENV_VAR), REPO.parent / "shared" / "data"]
+    for c in candidates:
+        if c and (Path(c) / "medmnist").is_dir():
+            return Path(c)
+    return None
+
+
+FULL_DATA = _full_data_dir()
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return sample_data_dir()
+
+
+@pytest.fixture(scope="session")
+def full_data() -> Path:
+    """The full data (``MEDMETA_DATA``, else ``../shared/data``); the test is skipped without it."""
+    if FULL_DATA is None:
+        pytest.skip(f"full data not found: set {ENV_VAR} to a copy of shared/data")
+    return FULL_DATA
