@@ -252,7 +252,7 @@ def _has_code(codes: pd.Series, system: str, code: str) -> pd.Series:
 def _medmeta_code(codes: pd.Series) -> pd.Series:
     prefix = f"{t.MEDMETA_IWPC}|"
     return codes.fillna("").map(
-        lambda s: next((c[len(prefix):] for c in s.split(" ") if c.startswith(prefix)), None))
+        lambda s: next((c[len(prefix):] for c in s.split(" ") if c.startswith(prefix)), None)).astype(object)
 
 
 def _latest(obs: pd.DataFrame, mask: pd.Series, column: str) -> pd.Series:
@@ -287,7 +287,7 @@ def _drug_column(meds: pd.DataFrame) -> pd.Series:
             hit |= meds["codes"].fillna("").str.contains(f"{t.ATC}|{atc}", regex=False)
         for name in names:
             hit |= text.str.contains(rf"\b{re.escape(name)}\b", regex=True)
-        out = out.where(out.notna() | ~hit, drug)
+        out = out.where(out.notna() | ~hit.fillna(False).astype(bool), drug)
     high = ((out == "acetaminophen") & own.isna() & (_weekly_mg(meds) / 7.0 > 1300)).fillna(False)
     return out.where(~high, "acetaminophen_over_1300mg")
 
@@ -314,7 +314,8 @@ def iwpc_frame(tables: FhirTables) -> pd.DataFrame:
     own = _medmeta_code(cond["codes"])
     column = own.copy()
     for name, codes in _SNOMED_READ.items():
-        column = column.where(column.notna() | ~(cond["code"].isin(codes) & (cond["system"] == t.SNOMED)), name)
+        hit = (cond["code"].isin(codes) & (cond["system"] == t.SNOMED)).fillna(False).astype(bool)
+        column = column.where(column.notna() | ~hit, name)
     refuted = cond["verification_status"].isin(["refuted"])
     valid = ~cond["verification_status"].isin(["entered-in-error"])
     cond = cond.assign(column=column, truth=~refuted)[valid & column.notna()]
