@@ -143,8 +143,12 @@ class TestFhirServer:
             r = entry.get("resource") or {}
             try:
                 get_fhir_model_class(r.get("resourceType", "")).model_validate(r)
-            except (KeyError, ValueError, ValidationError) as exc:
-                return outcome(400, "invalid", f"entry {i}: {str(exc).splitlines()[0]}")
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                return outcome(400, "invalid", f"entry {i}: {r.get('resourceType')}.{where}: {err['msg']}")
+            except (KeyError, ValueError) as exc:
+                return outcome(400, "invalid", f"entry {i}: {exc}")
             rid = r.get("id") or uuid.uuid4().hex
             existed = rid in self.resources[r["resourceType"]]
             accepted.append({**r, "id": rid})
