@@ -17,7 +17,7 @@ import pandas as pd
 from medmeta.errors import Rejection
 from medmeta.fhir import genomics
 from medmeta.fhir import terminology as t
-from medmeta.fhir.sources import Entry
+from medmeta.fhir.sources import Entry, is_resource_type
 from medmeta.fhir.units import CANONICAL, to_canonical
 from medmeta.fhir.validation import USED_TYPES, validate
 
@@ -208,7 +208,7 @@ class Normaliser:
             self._reject(e, label, "missing resourceType", rid, "resourceType")
             return
         if rtype not in USED_TYPES:
-            if rtype[0].isupper() and rtype.isalnum():
+            if is_resource_type(rtype):
                 self.counts.ignored[rtype] += 1
             else:
                 self._reject(e, label, f"invalid resourceType {rtype!r}", rid, "resourceType")
@@ -400,7 +400,8 @@ def _ages(frames: dict[str, pd.DataFrame]) -> pd.Series:
     times = [f[["patient_id", c]].rename(columns={c: "t"}) for name, f in frames.items() for c in ("time", "onset")
              if c in f.columns and name != "patients" and len(f)]
     last = pd.concat(times).groupby("patient_id")["t"].max() if times else pd.Series(dtype="datetime64[us, UTC]")
-    until = p["deceased_time"].fillna(p["patient_id"].map(last))
+    last_seen = pd.to_datetime(last, utc=True).reindex(p["patient_id"].to_numpy()).set_axis(p.index)
+    until = pd.to_datetime(p["deceased_time"], utc=True).fillna(last_seen)
     days = (until - p["birth_date"]).dt.total_seconds() / 86400.0
     return (days / 365.2425).astype("float64")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,9 @@ class SourceFiles:
     skipped: list[tuple[str, str]]
 
 
-def _is_resource_type(name: str) -> bool:
+@lru_cache(maxsize=512)
+def is_resource_type(name: str) -> bool:
+    """Whether ``name`` is a FHIR R4 resource type."""
     try:
         get_fhir_model_class(name)
     except (KeyError, ValueError, AttributeError, ImportError):
@@ -100,7 +103,7 @@ def list_files(path: str | Path) -> SourceFiles:
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         kind = _kind(p)
         bundle = kind == "json" and p.name != "manifest.json"
-        if bundle or (kind == "ndjson" and _is_resource_type(p.name.split(".")[0])):
+        if bundle or (kind == "ndjson" and is_resource_type(p.name.split(".")[0])):
             files.append(p)
         else:
             skipped.append((str(p), "not a Bundle or a <ResourceType>.ndjson file"))

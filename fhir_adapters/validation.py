@@ -17,10 +17,10 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
 
 _DATETIME = re.compile(
-    r"\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
+    r"(?!0000)\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
     r"(T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00)))?)?)?"
 )
-_DATE = re.compile(r"\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?")
+_DATE = re.compile(r"(?!0000)\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?")
 
 
 def _datetime(v: str) -> str:
@@ -43,7 +43,8 @@ DateTime = Annotated[str, AfterValidator(_datetime)]
 Date = Annotated[str, AfterValidator(_date)]
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9\-.]{1,64}$")]
 Code = Annotated[str, StringConstraints(pattern=r"^\S+( \S+)*$")]
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+Str = Annotated[str, StringConstraints(min_length=1)]  # FHIR strings are never empty
+Uri = Annotated[str, StringConstraints(pattern=r"^\S+$")]
 
 
 class _Element(BaseModel):
@@ -51,25 +52,25 @@ class _Element(BaseModel):
 
 
 class Coding(_Element):
-    system: NonEmpty | None = None
+    system: Uri | None = None
     code: Code | None = None
-    display: str | None = None
+    display: Str | None = None
 
 
 class CodeableConcept(_Element):
     coding: list[Coding] | None = None
-    text: str | None = None
+    text: Str | None = None
 
 
 class Reference(_Element):
-    reference: NonEmpty | None = None
-    display: str | None = None
+    reference: Str | None = None
+    display: Str | None = None
 
 
 class Quantity(_Element):
     value: float | None = None
-    unit: str | None = None
-    system: NonEmpty | None = None
+    unit: Str | None = None
+    system: Uri | None = None
     code: Code | None = None
     comparator: Literal["<", "<=", ">=", ">"] | None = None
 
@@ -85,9 +86,9 @@ class Period(_Element):
 
 
 class Extension(_Element):
-    url: NonEmpty
+    url: Uri
     valueCoding: Coding | None = None
-    valueString: str | None = None
+    valueString: Str | None = None
     valueCode: Code | None = None
     extension: list[Extension] | None = None
 
@@ -95,7 +96,7 @@ class Extension(_Element):
 class _Valued(_Element):
     valueQuantity: Quantity | None = None
     valueCodeableConcept: CodeableConcept | None = None
-    valueString: str | None = None
+    valueString: Str | None = None
     valueBoolean: bool | None = None
     valueInteger: int | None = None
     valueRange: Range | None = None
@@ -160,7 +161,7 @@ class DoseAndRate(_Element):
 
 
 class Dosage(_Element):
-    text: str | None = None
+    text: Str | None = None
     timing: Timing | None = None
     doseAndRate: list[DoseAndRate] | None = None
 
