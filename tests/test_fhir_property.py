@@ -70,7 +70,7 @@ def _mutate(resource: dict, path: tuple, value, delete: bool) -> dict | None:
     r = copy.deepcopy(resource)
     try:
         parent = _get(r, path[:-1])
-        parent[path[-1]]  # noqa: B018 (the path must exist)
+        parent[path[-1]]  # the path must exist
     except (KeyError, IndexError, TypeError):
         return None
     if delete:
