@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
 
 _DATETIME = re.compile(
     r"(?!0000)\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
@@ -51,23 +51,46 @@ class _Element(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class Coding(_Element):
+class _Datatype(_Element):
+    """A FHIR datatype modelled in full: an unknown element inside it is an error, as in fhir.resources."""
+
+    _names: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_elements(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls._names and not k.startswith("_")]
+            if unknown:
+                raise ValueError(f"unknown element(s) {sorted(unknown)}")
+        return data
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._names = frozenset(cls.__annotations__) | {"id", "extension"}
+
+
+class Coding(_Datatype):
     system: Uri | None = None
+    version: Str | None = None
     code: Code | None = None
     display: Str | None = None
+    userSelected: bool | None = None
 
 
-class CodeableConcept(_Element):
+class CodeableConcept(_Datatype):
     coding: list[Coding] | None = None
     text: Str | None = None
 
 
-class Reference(_Element):
+class Reference(_Datatype):
     reference: Str | None = None
+    type: Uri | None = None
+    identifier: dict | None = None
     display: Str | None = None
 
 
-class Quantity(_Element):
+class Quantity(_Datatype):
     value: float | None = None
     unit: Str | None = None
     system: Uri | None = None
@@ -75,12 +98,12 @@ class Quantity(_Element):
     comparator: Literal["<", "<=", ">=", ">"] | None = None
 
 
-class Range(_Element):
+class Range(_Datatype):
     low: Quantity | None = None
     high: Quantity | None = None
 
 
-class Period(_Element):
+class Period(_Datatype):
     start: DateTime | None = None
     end: DateTime | None = None
 

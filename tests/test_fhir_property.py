@@ -100,9 +100,7 @@ def test_the_pool_is_valid_and_fully_used():
     assert all(_r4b_accepts(r) for r in POOL)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_mutated_resources_are_used_or_rejected_and_never_lost(data):
+def check_mutation(data) -> None:
     target = data.draw(st.sampled_from(POOL[1:]))
     path = data.draw(st.sampled_from(PATHS[target["resourceType"]]))
     delete = data.draw(st.booleans())
@@ -117,6 +115,19 @@ def test_mutated_resources_are_used_or_rejected_and_never_lost(data):
         assert rejected == {2}, (path, delete, mutated.get(path[0], "<deleted>"))
     for r in tables.rejected:
         assert r.source == "mutated.ndjson" and r.reason
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_resources_are_used_or_rejected_and_never_lost(data):
+    check_mutation(data)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_many_more_mutations(data):
+    check_mutation(data)
 
 
 @settings(max_examples=100, deadline=None)
