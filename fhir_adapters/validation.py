@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 _DATETIME = re.compile(
     r"(?!0000)\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])"
@@ -54,20 +54,14 @@ class _Element(BaseModel):
 class _Datatype(_Element):
     """A FHIR datatype modelled in full: an unknown element inside it is an error, as in fhir.resources."""
 
-    _names: ClassVar[frozenset[str]] = frozenset()
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: Str | None = None
+    extension: list[dict] | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _known_elements(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = [k for k in data if k not in cls._names and not k.startswith("_")]
-            if unknown:
-                raise ValueError(f"unknown element(s) {sorted(unknown)}")
-        return data
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._names = frozenset(cls.__annotations__) | {"id", "extension"}
+def _ext(name: str) -> Any:
+    """The ``_name`` element that carries a primitive's id and extensions."""
+    return Field(None, alias=f"_{name}")
 
 
 class Coding(_Datatype):
@@ -76,11 +70,16 @@ class Coding(_Datatype):
     code: Code | None = None
     display: Str | None = None
     userSelected: bool | None = None
+    system_ext: dict | None = _ext("system")
+    version_ext: dict | None = _ext("version")
+    code_ext: dict | None = _ext("code")
+    display_ext: dict | None = _ext("display")
 
 
 class CodeableConcept(_Datatype):
     coding: list[Coding] | None = None
     text: Str | None = None
+    text_ext: dict | None = _ext("text")
 
 
 class Reference(_Datatype):
@@ -88,6 +87,8 @@ class Reference(_Datatype):
     type: Uri | None = None
     identifier: dict | None = None
     display: Str | None = None
+    reference_ext: dict | None = _ext("reference")
+    display_ext: dict | None = _ext("display")
 
 
 class Quantity(_Datatype):
@@ -96,6 +97,9 @@ class Quantity(_Datatype):
     system: Uri | None = None
     code: Code | None = None
     comparator: Literal["<", "<=", ">=", ">"] | None = None
+    value_ext: dict | None = _ext("value")
+    unit_ext: dict | None = _ext("unit")
+    code_ext: dict | None = _ext("code")
 
 
 class Range(_Datatype):
@@ -106,6 +110,8 @@ class Range(_Datatype):
 class Period(_Datatype):
     start: DateTime | None = None
     end: DateTime | None = None
+    start_ext: dict | None = _ext("start")
+    end_ext: dict | None = _ext("end")
 
 
 class Extension(_Element):
