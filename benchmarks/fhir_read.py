@@ -6,7 +6,8 @@ Reports resources/s for (1) plain orjson parsing (gunzip + parse, nothing else),
 end to end read (parse + validate what the tables use + normalise + type the tables), and
 (3) full ``fhir.resources`` R4B validation of every resource (on the first bundles only, as it is
 slow), and the memory of a medmeta read of 50, 100 and 200 bundles, each in a fresh process (peak
-RSS, and the read's own peak allocation by tracemalloc: it grows with the tables, not the input). Writes ``benchmarks/results/fhir_read.json`` and ``.md``.
+RSS, and the read's own peak allocation by tracemalloc: it grows with the tables, not the input).
+Writes ``benchmarks/results/fhir_read.json`` and ``.md``.
 """
 
 from __future__ import annotations
