@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import demo, fhir
+from medmeta.cli import batch, demo, fhir
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(fhir.app, name="fhir")
+app.command("batch")(batch.batch)
 
 
 @app.callback()
