@@ -55,7 +55,7 @@ def build_export(bundles: list[Path], n_patients: int, out: Path) -> Path:
                     f.close()
                 number += 1
                 name = f"{t}.{number:03d}.ndjson.gz"
-                f, lines = gzip.open(tmp / name, "wb", compresslevel=1), 0
+                f, lines = gzip.open(tmp / name, "wb", compresslevel=1), 0  # noqa: SIM115 (rotated, closed below)
                 output.append({"type": t, "url": name})
             f.write(orjson.dumps(r) + b"\n")
             files[t] = (f, lines + 1, number)
