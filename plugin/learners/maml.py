@@ -240,7 +240,8 @@ class MAML(nn.Module):
     ``model`` is any ``nn.Module`` without random layers (for example MONAI's ``FullyConnectedNet``).
     ``adapt`` lists the parameter-name prefixes adapted in the inner loop (``None``: all of them;
     ``["output"]``: only the head, as in ANIL). ``loss`` is a name in :data:`LOSSES` (``"cross_entropy"``
-    makes a classifier). Training stops after ``max_steps`` meta-batches or ``max_seconds``.
+    makes a classifier). ``weight_decay`` (L2, Adam) applies to the network, not to the learning rates.
+    Training stops after ``max_steps`` meta-batches or ``max_seconds``.
     """
 
     def __init__(self, model: nn.Module, *, loss: str = "mse", inner_steps: int = 1, inner_lr: float = 0.01,
@@ -304,7 +305,10 @@ class MAML(nn.Module):
         """
         torch.manual_seed(self.seed)
         trainable = [p for p in self.parameters() if p.requires_grad]
-        optimiser = torch.optim.Adam(trainable, lr=self.meta_lr, weight_decay=self.weight_decay)
+        groups = [{"params": list(self.model.parameters()), "weight_decay": self.weight_decay}]
+        if self.meta_sgd:  # the learning rates are not shrunk towards 0
+            groups.append({"params": list(self.inner_lrs.parameters()), "weight_decay": 0.0})
+        optimiser = torch.optim.Adam(groups, lr=self.meta_lr)
         named = dict(self.named_parameters())
         stream = iter(tasks)
         val_batch = stack_tasks(val_tasks, classification=self.classification) if val_tasks else None
