@@ -129,17 +129,23 @@ def interval_coverage(y: np.ndarray, suggestions: pd.DataFrame, *, n_boot: int =
 
 
 def adaptation_curve(model: WarfarinDoseModel, frame: pd.DataFrame, groups: np.ndarray, *,
-                     shots: Sequence[int] = SHOTS, min_eval: int = 10) -> dict[str, Any]:
-    """Adapt to each group from its first ``k`` patients (file order); score on its patients after the first
-    ``max(shots)``, so that every ``k`` and every baseline is scored on the same patients.
+                     shots: Sequence[int] = SHOTS, min_eval: int = 10, order_seed: int | None = 0) -> dict[str, Any]:
+    """Adapt to each group from its first ``k`` patients; score on its patients after the first ``max(shots)``,
+    so that every ``k`` and every baseline is scored on the same patients.
 
-    Groups with fewer than ``max(shots) + min_eval`` patients are left out and listed.
+    "First" is in a random order drawn with ``order_seed``, or in file order when it is None (in the
+    IWPC file, rows are grouped by contributing site, so file order puts one site in the support set
+    and others in the scored set). Groups with fewer than ``max(shots) + min_eval`` patients are
+    left out and listed.
     """
     most = max(shots)
     preds: dict[str, list[np.ndarray]] = {}
     ys, races, used, skipped = [], [], {}, {}
+    rng = np.random.default_rng(order_seed)
     for group in dict.fromkeys(groups):
         rows = frame[groups == group]
+        if order_seed is not None:
+            rows = rows.iloc[rng.permutation(len(rows))]
         if len(rows) < most + min_eval:
             skipped[str(group)] = len(rows)
             continue
@@ -227,8 +233,8 @@ def held_out_groups(frame: pd.DataFrame, by: str = "race", params: dict[str, Any
         results[str(group)] = _curve_table(curve, n_boot, seed)
         if progress:
             progress(f"held-out {by} {group} done ({time.monotonic() - start:.0f} s)")
-    return {"protocol": f"leave one {by} out of training; adapt on its first k patients (file order), score on "
-                        f"its patients after the first {max(shots)}",
+    return {"protocol": f"leave one {by} out of training; adapt on k of its patients (random order, seed 0), "
+                        f"score on its patients after the first {max(shots)}",
             "by": by, "groups": results, "seconds": round(time.monotonic() - start, 1)}
 
 
