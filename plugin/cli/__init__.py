@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import demo, warfarin
+from medmeta.cli import cgm, demo, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(warfarin.app, name="warfarin")
+app.add_typer(cgm.app, name="cgm")
 
 
 @app.callback()
