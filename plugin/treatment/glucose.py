@@ -120,34 +120,43 @@ def _inputs(points: ForecastPoints) -> np.ndarray:
 
 
 class ARForecaster:
-    """Autoregressive baseline: per horizon, a linear model of the change from the last reading on the lags."""
+    """Autoregressive baseline: per horizon, a linear model of the change from the last reading on the lags.
+
+    A horizon with too few known readings to fit (for example 5 minutes on 15-minute data) is left
+    unfitted and forecast as NaN.
+    """
 
     def fit(self, points: Sequence[ForecastPoints]) -> ARForecaster:
         lags = np.concatenate([p.lags for p in points])
         targets = np.concatenate([p.targets for p in points])
         self.horizons_ = points[0].horizons
-        self.coef_, self.intercept_ = [], []
+        n_lags = lags.shape[1]
+        self.coef_ = np.full((len(self.horizons_), n_lags), np.nan)
+        self.intercept_ = np.full(len(self.horizons_), np.nan)
         for j in range(len(self.horizons_)):
             seen = ~np.isnan(targets[:, j])
-            if seen.sum() <= lags.shape[1]:
-                raise DataError(f"too few points ({int(seen.sum())}) to fit an AR model at "
-                                f"{self.horizons_[j]} minutes", field="gl")
-            reg = LinearRegression().fit(lags[seen], targets[seen, j] - lags[seen, -1])
-            self.coef_.append(reg.coef_.tolist())
-            self.intercept_.append(float(reg.intercept_))
+            if seen.sum() > n_lags + 1:
+                reg = LinearRegression().fit(lags[seen], targets[seen, j] - lags[seen, -1])
+                self.coef_[j], self.intercept_[j] = reg.coef_, reg.intercept_
         return self
+
+    def fitted(self, horizon: int) -> bool:
+        return bool(np.isfinite(self.intercept_[self.horizons_.index(horizon)]))
 
     def predict(self, points: ForecastPoints) -> np.ndarray:
         """(n, n_horizons) mg/dL."""
-        return points.lags[:, -1:] + points.lags @ np.asarray(self.coef_).T + np.asarray(self.intercept_)
+        return points.lags[:, -1:] + points.lags @ self.coef_.T + self.intercept_
 
     def to_dict(self) -> dict[str, Any]:
-        return {"horizons": list(self.horizons_), "coef": self.coef_, "intercept": self.intercept_}
+        return {"horizons": list(self.horizons_), "coef": np.where(np.isnan(self.coef_), None, self.coef_).tolist(),
+                "intercept": np.where(np.isnan(self.intercept_), None, self.intercept_).tolist()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ARForecaster:
         ar = cls()
-        ar.horizons_, ar.coef_, ar.intercept_ = tuple(d["horizons"]), d["coef"], d["intercept"]
+        ar.horizons_ = tuple(d["horizons"])
+        ar.coef_ = np.array(d["coef"], dtype=float)
+        ar.intercept_ = np.array(d["intercept"], dtype=float)
         return ar
 
 

@@ -81,10 +81,12 @@ def subject_forecasts(model: GlucoseForecaster, points: ForecastPoints, *, adapt
     if scored.sum() == 0:
         raise ValueError(f"no reading {horizon} min ahead after the first {adapt_hours:g} h")
     day, test = points.subset(adapt), points.subset(scored)
-    own = ARForecaster().fit([day]) if (~np.isnan(day.targets[:, j])).sum() > day.lags.shape[1] + 1 else None
-    if own is None:
+    own = ARForecaster().fit([day])
+    if not own.fitted(horizon):
         raise ValueError(f"too few readings {horizon} min ahead in the first {adapt_hours:g} h to fit a "
                          "per-subject model")
+    if not population.fitted(horizon):
+        raise ValueError(f"the population model has no readings {horizon} min ahead to learn from")
     forecasts = {
         "medmeta": model.adapt(day).predict(test)[:, j],
         "persistence": test.lags[:, -1].astype(float),
