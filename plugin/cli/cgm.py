@@ -80,4 +80,4 @@ def train(
     model.save(output, extra={"population_ar": population.to_dict(), "trained_on": str(Path(input).name)})
     t = model.training_
     Console().print(f"Meta-trained on {t['subjects']} subjects ({t['points']} forecast points, {len(rejected)} rows "
-                    f"rejected) in {t['seconds']:.0f} s. Model: {output}")
+                    f"rejected) in {model.seconds_:.0f} s. Model: {output}")

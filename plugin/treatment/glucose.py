@@ -230,7 +230,8 @@ class GlucoseForecaster:
             raise DataError("no subject has a complete hour of readings to learn from", field="gl")
         self.maml_ = self._maml().meta_fit(self._tasks(usable), show_progress=show_progress)
         self.training_ = {"subjects": len(usable), "points": int(sum(len(p) for p in usable)),
-                          "steps": self.maml_.history_["steps"], "seconds": round(self.maml_.history_["seconds"], 1)}
+                          "steps": self.maml_.history_["steps"]}
+        self.seconds_ = self.maml_.history_["seconds"]
         return self
 
     def _check(self) -> None:
