@@ -40,7 +40,6 @@ from medmeta.treatment.warfarin import WarfarinDoseModel
 from medmeta.treatment.warfarin_features import patient_groups
 
 
-
 def _stub_torchvision() -> None:
     """learn2learn imports torchvision (its vision data sets) at import time; there is no CPU torchvision here.
 
@@ -56,7 +55,7 @@ def _stub_torchvision() -> None:
         return
 
     class Placeholder(types.ModuleType):
-        __path__: list[str] = []  # a package, so that submodules import
+        __path__ = ()  # a package, so that submodules import
 
         def __getattr__(self, name):
             if name.startswith("__"):
@@ -245,9 +244,9 @@ def main() -> None:
     lines = ["# MAML engine speed", "", f"Command: `{result['command']}` (from the learn2learn side venv, see the "
              "script).  ", f"Machine: {result['machine']}; shared with other jobs, so compare within this table.  ",
              f"learn2learn: {result['learn2learn'] or 'not installed'}.", "",
-             "Meta-training: best of 3 passes over the same tasks. Adaptation: median over 100 tasks of adapting on the "
-             "support set and predicting the query set. `first_batch_loss` is the same for all implementations when "
-             "they compute the same thing (padding and per-task losses included).", "",
+             "Meta-training: best of 3 passes over the same tasks. Adaptation: median over 100 tasks of adapting on "
+             "the support set and predicting the query set. `first_batch_loss` is the same for all implementations "
+             "when they compute the same thing (padding and per-task losses included).", "",
              "| workload | order | implementation | tasks | meta-batch | inner steps | tasks/s | adapt ms/patient | "
              "first-batch loss |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['workload']} | {r['order']} | {r['implementation']} | {r['tasks']} | {r['meta_batch']} | "

@@ -46,19 +46,27 @@ def _alert(y: np.ndarray, p: np.ndarray, event: Callable[[np.ndarray], np.ndarra
             "recall": round(hits / actual.sum(), 4) if actual.sum() else None}
 
 
+def _rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((p - y) ** 2)))
+
+
+def _mae(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean(np.abs(p - y)))
+
+
 def scores(y: np.ndarray, p: np.ndarray, *, ci: bool = False, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """RMSE, MAE (mg/dL), Clarke zones A and A+B (%) and hypo/hyper alert precision and recall."""
     if len(y) == 0:
         return {"n": 0}
     zones = clarke_zones(y, p)
     out: dict[str, Any] = {
-        "n": len(y), "rmse": round(float(np.sqrt(np.mean((p - y) ** 2))), 3), "mae": round(float(np.mean(np.abs(p - y))), 3),
+        "n": len(y), "rmse": round(float(_rmse(y, p)), 3), "mae": round(float(_mae(y, p)), 3),
         "clarke_a": round(float(100 * np.mean(zones == "A")), 2),
         "clarke_ab": round(float(100 * np.mean(np.isin(zones, ["A", "B"]))), 2),
         "hypo_alerts": _alert(y, p, lambda v: v < HYPO), "hyper_alerts": _alert(y, p, lambda v: v > HYPER),
     }
     if ci:
-        for name, fn in (("rmse", lambda a, b: np.sqrt(np.mean((b - a) ** 2))), ("mae", lambda a, b: np.mean(np.abs(b - a)))):
+        for name, fn in (("rmse", _rmse), ("mae", _mae)):
             _, lo, hi = bootstrap_ci(fn, y, p, n_resamples=n_boot, seed=seed)
             out[f"{name}_ci95"] = [round(lo, 3), round(hi, 3)]
     return out

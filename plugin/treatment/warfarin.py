@@ -156,7 +156,7 @@ class WarfarinDoseModel:
             oof[~train] = maml.predict(x[~train])[:, 0]
         residual = np.log(dose) - np.log(self._to_dose(oof))
         self.intervals_ = {str(c): _conformal(residual, c) for c in self.coverage}
-        self.training_ = {"patients": len(dosed), "groups": int(len(np.unique(groups))),
+        self.training_ = {"patients": len(dosed), "groups": len(np.unique(groups)),
                           "source": Path(frame.attrs["source"]).name if frame.attrs.get("source") else None,
                           "out_of_fold_mae": float(np.mean(np.abs(self._to_dose(oof) - dose)))}
         return self
