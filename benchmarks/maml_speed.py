@@ -122,7 +122,7 @@ def run_medmeta(make, tasks, loss, steps, size, first_order):
     return first, maml
 
 
-def _t(a, classification=False):
+def _t(a):
     return torch.as_tensor(np.asarray(a), dtype=torch.float32)
 
 

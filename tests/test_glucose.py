@@ -147,3 +147,15 @@ def test_cli_eval_rejects_a_file_without_glucose(tmp_path):
     result = CliRunner().invoke(app, ["cgm", "eval", "--input", str(bad), "--json", str(tmp_path / "o.json")])
     assert result.exit_code != 0
     assert "gl" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_adapted_model_beats_the_population_model_on_held_out_subjects(full_data):
+    """Meta-train on 14 Hall subjects, adapt on the first day of the 5 others: lower RMSE than the population AR."""
+    series = load_cgm(full_data / "cgm_iglu" / "example_data_hall.csv").data
+    ids = sorted(series)
+    held_out = ids[::4]
+    model = GlucoseForecaster(meta_steps=300).fit([series[i] for i in ids if i not in held_out])
+    result = evaluate(model, {i: series[i] for i in held_out}, horizon=30, n_boot=50)
+    rmse = {m: result["methods"][m]["rmse"] for m in METHODS}
+    assert rmse["medmeta"] < rmse["population"] < rmse["persistence"], rmse

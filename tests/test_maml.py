@@ -165,3 +165,14 @@ def test_save_and_load_round_trip(tmp_path):
     (path / "config.json").write_text(json.dumps({**config, "learner": "Other"}))
     with pytest.raises(ValueError, match="not a MAML model"):
         load_maml(path, net())
+
+
+def test_validation_tasks_keep_the_best_weights():
+    val = list(sine_tasks(20, seed=7))
+    maml = MAML(net(), inner_steps=1, inner_lr=0.05, meta_batch_size=8, max_steps=60, meta_lr=3e-2)
+    maml.meta_fit(sine_tasks(10**6, seed=8), val_tasks=val, val_every=10, show_progress=False)
+    recorded = dict(maml.history_["val_loss"])
+    assert sorted(recorded) == [10, 20, 30, 40, 50, 60]
+    best_step = min(recorded, key=recorded.get)
+    assert maml.history_["best_step"] == best_step
+    assert maml.task_loss(val) == pytest.approx(recorded[best_step], rel=1e-5)
