@@ -57,7 +57,7 @@ def _mae(y: np.ndarray, p: np.ndarray) -> float:
 def scores(y: np.ndarray, p: np.ndarray, *, ci: bool = False, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """RMSE, MAE (mg/dL), Clarke zones A and A+B (%) and hypo/hyper alert precision and recall."""
     if len(y) == 0:
-        return {"n": 0}
+        return {"n": 0, "rmse": None, "mae": None, "clarke_a": None, "clarke_ab": None}
     zones = clarke_zones(y, p)
     out: dict[str, Any] = {
         "n": len(y), "rmse": round(float(_rmse(y, p)), 3), "mae": round(float(_mae(y, p)), 3),
@@ -140,7 +140,7 @@ def evaluate(model: GlucoseForecaster, series: Mapping[str, CGMSeries], *, adapt
     methods = {name: scores(y, np.concatenate(v), ci=True, n_boot=n_boot) for name, v in forecasts.items()}
     return {"horizon_minutes": horizon, "adapt_hours": adapt_hours, "subjects": len(series),
             "subjects_scored": len(per_subject), "skipped": skipped, "population_model": source,
-            "methods": methods or {name: {"n": 0} for name in METHODS}, "per_subject": per_subject,
+            "methods": methods or {name: scores(y, y) for name in METHODS}, "per_subject": per_subject,
             "disclaimer": DISCLAIMER}
 
 
