@@ -34,3 +34,18 @@ def full_data() -> Path:
     if FULL_DATA is None:
         pytest.skip(f"full data not found: set {ENV_VAR} to a copy of shared/data")
     return FULL_DATA
+
+
+@pytest.fixture(scope="session")
+def _fhir_server_running():
+    from fhir_server import RunningServer
+
+    with RunningServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fhir_server(_fhir_server_running):
+    """A FHIR test server on 127.0.0.1 (see ``tests/fhir_server.py``), emptied for each test."""
+    _fhir_server_running.reset()
+    return _fhir_server_running

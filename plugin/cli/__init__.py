@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import cgm, demo, warfarin
+from medmeta.cli import cgm, demo, fhir, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("demo")(demo.demo)
+app.add_typer(fhir.app, name="fhir")
 app.add_typer(warfarin.app, name="warfarin")
 app.add_typer(cgm.app, name="cgm")
 
