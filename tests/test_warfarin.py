@@ -207,3 +207,15 @@ def test_cross_validated_model_beats_the_iwpc_algorithm(full_data):
     assert ours["mae_minus_iwpc_pharmacogenetic"]["value"] < 0
     assert ours["within20_minus_iwpc_pharmacogenetic"]["value"] > 0
     assert 75 < result["intervals"]["80%"]["value"] < 85 and 86 < result["intervals"]["90%"]["value"] < 94
+
+
+def test_same_suggestions_from_fhir_records(shipped, samples, tmp_path):
+    """IWPC CSV -> FHIR resources -> the adapters' frame: the model suggests exactly what it does from the CSV."""
+    from medmeta.fhir import iwpc_frame, read
+
+    csv = samples / "iwpc_warfarin" / "warfarin.csv"
+    result = CliRunner().invoke(app, ["fhir", "from-iwpc", str(csv), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    from_fhir = iwpc_frame(read(tmp_path)).head(60).reset_index(drop=True)
+    from_csv = load_iwpc(csv).data.head(60)
+    pd.testing.assert_frame_equal(shipped.suggest(from_fhir), shipped.suggest(from_csv))
