@@ -150,6 +150,9 @@ def test_shipped_model_names_the_factors_that_moved_the_dose(shipped, sample):
     assert {f["factor"] for f in top} >= {"VKORC1", "CYP2C9"}
     assert all(f["effect_mg_week"] < 0 for f in top if f["factor"] in ("VKORC1", "CYP2C9", "amiodarone"))
     assert next(f for f in top if f["factor"] == "VKORC1")["value"] == "-1639 A/A"
+    sparse = shipped.suggest(pd.DataFrame({"subject_id": ["x"], "race": ["Asian"], "vkorc1_1639": ["A/A"]}))
+    assert sparse["missing_inputs"].iloc[0] == ["age", "height", "weight", "CYP2C9", "amiodarone",
+                                               "enzyme inducer"]
 
 
 def test_recalibrated_iwpc_shifts_to_the_support(sample):

@@ -291,7 +291,9 @@ class AdaptedWarfarinModel:
 
     def suggest(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per patient: ``dose_mg_week`` (and per day), 80%/90% intervals, the top factors with their
-        effect in mg/week, the IWPC pharmacogenetic dose, the VKORC1 source, and the disclaimer."""
+        effect in mg/week, the key inputs that were missing, the IWPC pharmacogenetic dose, the VKORC1 source,
+        and the disclaimer. Missing inputs are model features too (their pattern differed between IWPC sites):
+        a record missing many of them gets a less reliable suggestion."""
         m = self.model
         dose = self.predict(frame)
         out = pd.DataFrame(index=frame.index)
@@ -313,6 +315,10 @@ class AdaptedWarfarinModel:
             tops.append([{"factor": f, "value": str(values[f].loc[idx]), "effect_mg_week": round(float(e), 1)}
                          for f, e in row.head(m.top_factors).items() if abs(e) >= 0.5])
         out["top_factors"] = tops
+        key = ("age", "height", "weight", "race", "CYP2C9", "VKORC1", "amiodarone", "enzyme inducer")
+        unknown = {f: values[f].astype(str).str.endswith("unknown") | (values[f].astype(str) == "Unknown")
+                   for f in key}
+        out["missing_inputs"] = [[f for f in key if unknown[f].loc[idx]] for idx in frame.index]
         out["adapted_on_patients"] = self.n_support
         out["disclaimer"] = DISCLAIMER
         return out
