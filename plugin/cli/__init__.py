@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import batch, demo, fhir
+from medmeta.cli import batch, cgm, demo, fhir, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(fhir.app, name="fhir")
+app.add_typer(warfarin.app, name="warfarin")
+app.add_typer(cgm.app, name="cgm")
 app.command("batch")(batch.batch)
 
 
