@@ -21,7 +21,7 @@ import pandas as pd
 
 from medmeta.datasets.cgm import CGMSeries
 from medmeta.fhir import terminology as t
-from medmeta.fhir.normalise import FhirTables
+from medmeta.fhir.normalise import FhirTables, measurements
 
 CGM_MASS = "99504-3"
 CGM_MOLAR = "105272-9"
@@ -56,8 +56,9 @@ def cgm_resources(series: CGMSeries) -> Iterator[dict[str, Any]]:
 
 
 def cgm_series(tables: FhirTables, min_readings: int = 2) -> dict[str, CGMSeries]:
-    """The CGM series of every patient with at least ``min_readings`` readings, in mg/dL, keyed by patient id."""
-    obs = tables.observations
+    """The CGM series of every patient with at least ``min_readings`` measured readings (forecasts left out),
+    in mg/dL, keyed by patient id."""
+    obs = measurements(tables.observations)
     rows = obs[obs["code"].isin((CGM_MASS, CGM_MOLAR)) & obs["value"].notna() & obs["time"].notna()]
     out: dict[str, CGMSeries] = {}
     for pid, r in rows.groupby("patient_id", sort=True):

@@ -407,6 +407,16 @@ class Normaliser:
                           counts=self.counts, unmapped=unmapped)
 
 
+def measurements(obs: pd.DataFrame) -> pd.DataFrame:
+    """Observations that are measurements: status final, amended or corrected (forecasts are preliminary)."""
+    return obs[obs["status"].isin(t.MEASURED)]
+
+
+def taken_medications(meds: pd.DataFrame) -> pd.DataFrame:
+    """Medication records that say a drug is or was given: not proposals, plans or drafts (such as medmeta's)."""
+    return meds[~(meds["intent"].isin(t.NOT_TAKEN_INTENTS) | meds["status"].isin(t.NOT_TAKEN_STATUSES))]
+
+
 def _ages(frames: dict[str, pd.DataFrame]) -> pd.Series:
     """Age in years at death, else at the patient's latest dated record."""
     p = frames["patients"]

@@ -69,18 +69,19 @@ def risk_assessment(patient_id: str, probabilities: dict[tuple[str, str, str], f
 def dose_proposal(patient_id: str, medication: tuple[str, str, str], dose: float, unit: str, model: ModelInfo, *,
                   per: tuple[float, str] = (1, "wk"), interval: tuple[float, float, float] | None = None,
                   supporting: Sequence[str] = (), factors: Sequence[str] = (), rid: str | None = None,
-                  authored: str | None = None) -> dict[str, Any]:
+                  authored: str | None = None, note: str | None = None) -> dict[str, Any]:
     """A dose suggestion as a MedicationRequest with ``intent=proposal``.
 
     ``medication`` is ``(system, code, display)``; the dose is ``dose`` ``unit`` per ``per``
     (``(1, "wk")``: per week). ``interval`` is ``(low, high, level)`` of the prediction interval,
-    ``supporting`` references the inputs (genotype Observations), ``factors`` names what moved the dose.
+    ``supporting`` references the inputs (genotype Observations), ``factors`` names what moved the dose,
+    ``note`` adds text to the decision-support note.
     """
     system, code, display = medication
     text = f"{dose:.1f} {unit} per {per[0]:g} {per[1]} (suggested)"
     if interval:
-        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {unit}"
-    note = DECISION_SUPPORT + (f" Main factors: {', '.join(factors)}." if factors else "")
+        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {unit} per {per[0]:g} {per[1]}"
+    note = DECISION_SUPPORT + (f" Main factors: {', '.join(factors)}." if factors else "") + (f" {note}" if note else "")
     r: dict[str, Any] = {
         "resourceType": "MedicationRequest", "id": rid or _id(), "status": "draft", "intent": "proposal",
         "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": display}],

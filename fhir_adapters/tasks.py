@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medmeta.fhir import terminology as t
-from medmeta.fhir.normalise import FhirTables
+from medmeta.fhir.normalise import FhirTables, measurements, taken_medications
 from medmeta.tasks import Task
 
 #: Diabetes medication classes of the Synthea data, matched by name in the medication's text.
@@ -53,14 +53,14 @@ def patient_tasks(tables: FhirTables, *, outcome: str = t.HBA1C, features: Seque
     ``require_treatment`` keeps only patients ever on one of the treatments.
     """
     treatments = DIABETES_TREATMENTS if treatments is None else treatments
-    obs = tables.observations
+    obs = measurements(tables.observations)
     obs = obs[(obs["system"] == t.LOINC) & obs["value"].notna() & obs["time"].notna()]
     out_obs = obs[obs["code"] == outcome].sort_values(["patient_id", "time"], kind="stable")
     feat_obs = {f: {pid: (g["time"].to_numpy(), g["value"].to_numpy(dtype=float))
                     for pid, g in obs[obs["code"] == f].sort_values("time", kind="stable").groupby("patient_id")}
                 for f in features}
     births = tables.patients.set_index("patient_id")["birth_date"]
-    meds = _treatment_matrix(tables.medications, treatments)
+    meds = _treatment_matrix(taken_medications(tables.medications), treatments)
     names = ["previous", "days_since_previous", *features, *(f"has_{f}" for f in features), "age",
              *treatments]
     tasks = []

@@ -6,8 +6,8 @@ import os
 import time
 import uuid
 
-from medmeta.batch import PatientScores
 from medmeta.fhir import FhirTables, ModelInfo, forecast
+from medmeta.scoring import PatientScores
 
 HBA1C = ("http://loinc.org", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood")
 

@@ -6,6 +6,5 @@ worker and written atomically, so a run killed at any point resumes where it sto
 """
 
 from medmeta.batch.run import BatchConfig, run_batch
-from medmeta.batch.scoring import PatientScores, Scorer
 
-__all__ = ["BatchConfig", "PatientScores", "Scorer", "run_batch"]
+__all__ = ["BatchConfig", "run_batch"]

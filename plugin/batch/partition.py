@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from medmeta.batch.plan import Plan
-from medmeta.batch.scoring import Scorer
 from medmeta.batch.shuffle import spilled_entries
 from medmeta.fhir import read_entries, validate_r4
 from medmeta.fhir.sources import Entry, iter_file
+from medmeta.scoring import Scorer
 
 log = logging.getLogger("medmeta.batch")
 

@@ -24,7 +24,7 @@ from medmeta.batch.shuffle import shuffle_file
 from medmeta.batch.writeback import post_with_retries
 from medmeta.progress import progress
 
-DEFAULT_SCORERS = "medmeta.batch.models:default_scorers"
+DEFAULT_SCORERS = "medmeta.scoring:default_scorers"
 
 
 @dataclass
