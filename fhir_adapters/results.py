@@ -78,10 +78,12 @@ def dose_proposal(patient_id: str, medication: tuple[str, str, str], dose: float
     ``note`` adds text to the decision-support note.
     """
     system, code, display = medication
-    text = f"{dose:.1f} {unit} per {per[0]:g} {per[1]} (suggested)"
+    rate = f"{unit} per {per[0]:g} {per[1]}"
+    text = f"{dose:.1f} {rate} (suggested)"
     if interval:
-        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {unit} per {per[0]:g} {per[1]}"
-    note = DECISION_SUPPORT + (f" Main factors: {', '.join(factors)}." if factors else "") + (f" {note}" if note else "")
+        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {rate}"
+    note = " ".join([DECISION_SUPPORT, *([f"Main factors: {', '.join(factors)}."] if factors else []),
+                     *([note] if note else [])])
     r: dict[str, Any] = {
         "resourceType": "MedicationRequest", "id": rid or _id(), "status": "draft", "intent": "proposal",
         "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": display}],
