@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 from rich.console import Console
@@ -33,6 +34,7 @@ def _root() -> None:
 def main() -> None:
     """Entry point of the ``medmeta`` script: medmeta's own errors print as one clear line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own chatter, unless asked for
     try:
         app()
     except MedmetaError as exc:
