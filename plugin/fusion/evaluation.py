@@ -1,0 +1,118 @@
+"""Comparing modalities honestly: patient-level cross-validation and bootstrap tables over patients.
+
+- :func:`patient_folds`: every example of a patient in the same fold;
+- :func:`cross_validate`: out-of-fold predictions of several :class:`~medmeta.fusion.model.FusionModel`
+  configurations (for example each modality alone and fused) on the same folds, plus predictions with a
+  modality withheld;
+- :func:`score_table`: metrics per method with 95% CIs from a bootstrap **over patients** (all of a patient's
+  examples are resampled together), and each method's paired difference from a reference method.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medmeta.fusion.datasets import Paired
+from medmeta.fusion.model import FusionModel
+from medmeta.stats import bootstrap_ci
+
+#: metric -> (per-example value, aggregate of the mean); "within20" is the % of predictions within 20% of the truth.
+METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], Callable[[float], float]]] = {
+    "mae": (lambda y, p: np.abs(p - y), lambda m: m),
+    "rmse": (lambda y, p: (p - y) ** 2, np.sqrt),
+    "within20": (lambda y, p: 100.0 * (np.abs(p - y) <= 0.2 * y), lambda m: m),
+}
+
+
+def patient_folds(patients: Sequence[Any], folds: int = 5, seed: int = 0) -> np.ndarray:
+    """The fold of each example; patients are shuffled with ``seed`` and dealt round-robin to folds."""
+    unique = np.unique(np.asarray(patients).astype(str))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    fold_of = dict(zip(unique[order], np.arange(len(unique)) % folds, strict=True))
+    return np.array([fold_of[str(p)] for p in patients])
+
+
+def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *, folds: int = 5, seed: int = 0,
+                   withhold: Mapping[str, tuple[str, str]] | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Out-of-fold predictions of each candidate on the examples of ``data`` with a finite target.
+
+    ``candidates``: name -> ``{"modalities": [names], **FusionModel settings}``. An example with none of a
+    candidate's modalities is predicted by the training folds' mean target (counted in ``fallback``).
+    Folds group examples by patient (``data.x.ids``). ``withhold``: name -> ``(candidate, modality)``: that
+    candidate's predictions with the modality hidden (examples left with none fall back to the mean as above).
+    """
+    keep = np.flatnonzero(np.isfinite(data.y))
+    data = data.subset(keep)
+    fold = patient_folds(data.x.ids, folds, seed)
+    by_name = {m.name: m for m in data.modalities}
+    rows = {**{n: (n, None) for n in candidates}, **(withhold or {})}
+    predictions = {name: np.full(len(data), np.nan) for name in rows}
+    fallback = {name: np.zeros(len(data), dtype=bool) for name in rows}
+    start = time.monotonic()
+    for k in range(folds):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        for name, settings in candidates.items():
+            settings = dict(settings)
+            use = settings.pop("modalities")
+            model = FusionModel([by_name[n] for n in use], **settings).fit(data.x[train], data.y[train])
+            for row, (candidate, hidden) in rows.items():
+                if candidate != name:
+                    continue
+                x = data.x[test] if hidden is None else data.x[test].without(hidden)
+                has = x.present(use).any(1)
+                predictions[row][test[has]] = model.predict(x[np.flatnonzero(has)])
+                predictions[row][test[~has]] = float(np.mean(data.y[train]))
+                fallback[row][test[~has]] = True
+        if progress:
+            progress(f"fold {k + 1}/{folds} done ({time.monotonic() - start:.0f} s)")
+    return {"index": keep, "fold": fold, "predictions": predictions, "fallback": fallback,
+            "seconds": round(time.monotonic() - start, 1)}
+
+
+def _per_patient(values: np.ndarray, patients: np.ndarray) -> np.ndarray:
+    return pd.Series(values).groupby(patients, sort=True).sum().to_numpy()
+
+
+def _ci(statistic: Callable[..., float], *arrays: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    value, low, high = bootstrap_ci(statistic, *arrays, n_resamples=n_boot, seed=seed)
+    return {"value": round(value, 4), "ci95": [round(low, 4), round(high, 4)]}
+
+
+def score_table(y: np.ndarray, predictions: Mapping[str, np.ndarray], patients: Sequence[Any], *,
+                metrics: Sequence[str] = ("mae",), references: Sequence[str] = (), n_boot: int = 1000,
+                seed: int = 0) -> dict[str, Any]:
+    """Each method's metrics with a 95% bootstrap CI over patients, and ``<metric>_minus_<reference>`` for each
+    of ``references`` (paired: the same resampled patients for both methods)."""
+    patients = np.asarray(patients).astype(str)
+    counts = _per_patient(np.ones(len(y)), patients)
+    table: dict[str, Any] = {}
+    for method, p in predictions.items():
+        entry: dict[str, Any] = {"n": len(y), "patients": len(counts)}
+        for metric in metrics:
+            per_example, aggregate = METRICS[metric]
+            sums = _per_patient(per_example(y, p), patients)
+            entry[metric] = _ci(lambda s, c, f=aggregate: f(s.sum() / c.sum()), sums, counts, n_boot=n_boot,
+                                seed=seed)
+            for reference in references:
+                if reference == method:
+                    continue
+                ref = _per_patient(per_example(y, predictions[reference]), patients)
+                entry[f"{metric}_minus_{reference}"] = _ci(
+                    lambda s, r, c, f=aggregate: f(s.sum() / c.sum()) - f(r.sum() / c.sum()), sums, ref, counts,
+                    n_boot=n_boot, seed=seed)
+        table[method] = entry
+    return table
+
+
+def grouped_scores(y: np.ndarray, predictions: Mapping[str, np.ndarray], patients: Sequence[Any],
+                   groups: Mapping[str, np.ndarray], **kwargs: Any) -> dict[str, Any]:
+    """:func:`score_table` on each group of examples (``groups``: name -> boolean mask); empty groups are skipped."""
+    patients = np.asarray(patients)
+    return {name: score_table(y[mask], {m: p[mask] for m, p in predictions.items()}, patients[mask], **kwargs)
+            for name, mask in groups.items() if mask.any()}
