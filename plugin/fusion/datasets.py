@@ -76,9 +76,9 @@ def warfarin_data(frame: pd.DataFrame) -> Paired:
     The clinical modality is present when any of age, height, weight, race or sex is known; the genotype
     modality when any marker was genotyped. ``info`` has ``subject_id``, ``race``, ``group`` (race x indication)
     and ``genotype`` (``"complete"``: CYP2C9 and VKORC1 -1639 known, after the IWPC imputation rules;
-    ``"partial"``; ``"none"``).
+    ``"partial"``; ``"none"``), and the IWPC clinical and pharmacogenetic doses (mg/week) for reference.
     """
-    from medmeta.treatment.iwpc import impute_vkorc1
+    from medmeta.treatment.iwpc import impute_vkorc1, iwpc_clinical_dose, iwpc_pharmacogenetic_dose
 
     modalities = warfarin_modalities()
     features = warfarin_features(frame)
@@ -114,7 +114,9 @@ def warfarin_data(frame: pd.DataFrame) -> Paired:
     cyp = codes[:, 0] > 0
     status = np.where(cyp & vkorc1.notna().to_numpy(), "complete", np.where(has_genotype, "partial", "none"))
     info = pd.DataFrame({"subject_id": ids, "race": race_category(frame).to_numpy(),
-                         "group": patient_groups(frame).to_numpy(), "genotype": status})
+                         "group": patient_groups(frame).to_numpy(), "genotype": status,
+                         "iwpc_clinical": iwpc_clinical_dose(frame),
+                         "iwpc_pharmacogenetic": iwpc_pharmacogenetic_dose(frame)})
     return Paired(x, dose, info, modalities, rejected)
 
 

@@ -120,7 +120,7 @@ class ImageEncoder(nn.Module):
     ``backbone`` is an ``nn.Module`` mapping images to ``(N, D)`` or any object with ``embed(images)``
     (preferred when present, as on the few-shot imaging learners). It is kept outside this module's
     parameters: it is not trained, not adapted by MAML, and not saved with the fusion model (pass it again
-    when loading). It is switched to eval mode.
+    when loading). An ``nn.Module`` is switched to eval mode; another object must already be in it.
     """
 
     def __init__(self, backbone: Any, shape: Sequence[int], dim: int) -> None:

@@ -116,3 +116,52 @@ def grouped_scores(y: np.ndarray, predictions: Mapping[str, np.ndarray], patient
     patients = np.asarray(patients)
     return {name: score_table(y[mask], {m: p[mask] for m, p in predictions.items()}, patients[mask], **kwargs)
             for name, mask in groups.items() if mask.any()}
+
+
+def evaluate_model(model: FusionModel, data: Paired, baselines: Mapping[str, np.ndarray], *,
+                   metrics: Sequence[str] = ("mae",), n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Score a trained model beside ``baselines`` (per-example predictions) on the examples of ``data`` with a
+    known target, none of which it may have been trained on.
+
+    Reported overall and per set of modalities the patients had, with each modality withheld in turn, and the
+    coverage of the prediction intervals per set of modalities. Examples with none of the model's modalities
+    are not scored and are counted.
+    """
+    known = np.isfinite(data.y)
+    usable = known & data.x.present(model.names).any(1)
+    x, y = data.x[np.flatnonzero(usable)], data.y[usable]
+    patients = x.ids
+    if not len(y):
+        return {"examples_scored": 0, "examples_without_target": int((~known).sum()),
+                "examples_without_any_modality": int((known & ~usable).sum()), "methods": {}}
+    predictions = {"fused": model.predict(x), **{k: np.asarray(v, dtype=float)[usable] for k, v in baselines.items()}}
+    used = np.array(["+".join(u) for u in x.used(model.names)])
+    groups = {"all": np.ones(len(y), dtype=bool), **{f"had {k}": used == k for k in sorted(set(used))}}
+    withheld = {}
+    for name in model.names:
+        rest = x.without(name)
+        has = rest.present(model.names).any(1) & x.mask.get(name, np.zeros(len(y), dtype=bool))
+        if has.any():
+            rows = np.flatnonzero(has)
+            table = score_table(y[rows], {"fused": predictions["fused"][rows],
+                                          f"fused_without_{name}": model.predict(rest[rows])},
+                                patients[rows], metrics=metrics, references=("fused",), n_boot=n_boot, seed=seed)
+            withheld[name] = table
+    out: dict[str, Any] = {
+        "examples_scored": len(y), "patients_scored": len(np.unique(patients)),
+        "examples_without_target": int((~known).sum()),
+        "examples_without_any_modality": int((known & ~usable).sum()),
+        "methods": grouped_scores(y, predictions, patients, groups, metrics=metrics, n_boot=n_boot, seed=seed),
+        "modality_withheld": withheld,
+    }
+    if model.task == "regression" and model.calibration_:
+        coverage: dict[str, Any] = {}
+        for level, (lo, hi) in model.predict_interval(x).items():
+            inside = (y >= lo) & (y <= hi)
+            finite = np.isfinite(lo) & np.isfinite(hi)
+            coverage[f"{round(float(level) * 100)}%"] = {
+                k: {"n": int((m & finite).sum()),
+                    "coverage": round(float(inside[m & finite].mean()) * 100, 1) if (m & finite).any() else None}
+                for k, m in groups.items()}
+        out["interval_coverage"] = coverage
+    return out

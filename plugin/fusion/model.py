@@ -209,7 +209,8 @@ class FusionModel:
         self.calibration_ = self._calibrate(x, yt, fold) if self.members > 1 else {}
         self.training_ = {"patients": len(x), "skipped_without_modalities": int((~usable).sum()),
                           "modalities_present": {n: int(x.mask[n].sum()) if n in x.mask else 0 for n in self.names},
-                          "final_train_loss": float(np.mean(losses)), "seconds": round(time.monotonic() - start, 1)}
+                          "final_train_loss": round(float(np.mean(losses)), 6)}
+        self.fit_seconds_ = time.monotonic() - start
         return self
 
     def subsets(self) -> list[tuple[str, ...]]:
