@@ -38,7 +38,7 @@ def patient_folds(patients: Sequence[Any], folds: int = 5, seed: int = 0) -> np.
 
 
 def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *, folds: int = 5, seed: int = 0,
-                   withhold: Mapping[str, tuple[str, str]] | None = None,
+                   withhold: Mapping[str, tuple[str, str]] | None = None, keep_models: bool = False,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Out-of-fold predictions of each candidate on the examples of ``data`` with a finite target.
 
@@ -46,6 +46,7 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
     candidate's modalities is predicted by the training folds' mean target (counted in ``fallback``).
     Folds group examples by patient (``data.x.ids``). ``withhold``: name -> ``(candidate, modality)``: that
     candidate's predictions with the modality hidden (examples left with none fall back to the mean as above).
+    With ``keep_models``, ``models[name][k]`` is the candidate trained without fold ``k``.
     """
     keep = np.flatnonzero(np.isfinite(data.y))
     data = data.subset(keep)
@@ -54,6 +55,7 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
     rows = {**{n: (n, None) for n in candidates}, **(withhold or {})}
     predictions = {name: np.full(len(data), np.nan) for name in rows}
     fallback = {name: np.zeros(len(data), dtype=bool) for name in rows}
+    models: dict[str, list[FusionModel]] = {name: [] for name in candidates}
     start = time.monotonic()
     for k in range(folds):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
@@ -61,6 +63,8 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
             settings = dict(settings)
             use = settings.pop("modalities")
             model = FusionModel([by_name[n] for n in use], **settings).fit(data.x[train], data.y[train])
+            if keep_models:
+                models[name].append(model)
             for row, (candidate, hidden) in rows.items():
                 if candidate != name:
                     continue
@@ -72,7 +76,7 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
         if progress:
             progress(f"fold {k + 1}/{folds} done ({time.monotonic() - start:.0f} s)")
     return {"index": keep, "fold": fold, "predictions": predictions, "fallback": fallback,
-            "seconds": round(time.monotonic() - start, 1)}
+            "models": models if keep_models else None, "seconds": round(time.monotonic() - start, 1)}
 
 
 def _per_patient(values: np.ndarray, patients: np.ndarray) -> np.ndarray:
