@@ -33,7 +33,7 @@ import torch
 
 from medmeta.fusion import recipes
 from medmeta.fusion.datasets import diabetes_data, warfarin_data
-from medmeta.fusion.evaluation import cross_validate, grouped_scores, score_table
+from medmeta.fusion.evaluation import coverage_table, cross_validate, grouped_scores, score_table
 from medmeta.fusion.network import FUSIONS
 from medmeta.paths import data_dir
 from medmeta.tasks import Task
@@ -83,6 +83,8 @@ def warfarin(data_dir: Path, folds: int, n_boot: int) -> dict:
               "genotype incomplete (partial or none)": status != "complete", "genotype none": status == "none"}
     tables = grouped_scores(y, predictions, info["subject_id"].to_numpy(), groups, metrics=("mae", "within20"),
                             references=("clinical_only", "genotype_only", "iwpc_pharmacogenetic"), n_boot=n_boot)
+    coverage = {name: coverage_table(y, cv["intervals"][name], info["subject_id"].to_numpy(), groups, n_boot=n_boot)
+                for name in (fused, f"{fused}_genotype_withheld", "clinical_only", "genotype_only")}
     return {
         "data": "IWPC warfarin (shared/data/iwpc_warfarin/warfarin.csv), patients with a therapeutic dose",
         "patients": len(y), "rows_rejected_by_loader": len(rejected),
@@ -93,7 +95,7 @@ def warfarin(data_dir: Path, folds: int, n_boot: int) -> dict:
         "fused": fused, "settings": settings,
         "protocol": f"patient-level {folds}-fold CV (split seed 0); 95% bootstrap CIs over patients ({n_boot} "
                     "resamples); differences are paired (same resampled patients)",
-        "groups": tables, "seconds": cv["seconds"],
+        "groups": tables, "interval_coverage": coverage, "seconds": cv["seconds"],
     }
 
 
@@ -126,6 +128,8 @@ def diabetes(data_dir: Path, folds: int, n_boot: int) -> dict:
     tables = grouped_scores(y, predictions, info["patient_id"].to_numpy(), groups, metrics=("mae", "rmse"),
                             references=("labs_only", "medications_only", "demographics_only", "last_value"),
                             n_boot=n_boot)
+    coverage = {name: coverage_table(y, cv["intervals"][name], info["patient_id"].to_numpy(), groups, n_boot=n_boot)
+                for name in (fused, f"{fused}_labs_withheld", f"{fused}_medications_withheld", "labs_only")}
     return {
         "data": "Synthea FHIR R4 bundles (shared/data/synthea_fhir_r4, 200 patients): SYNTHETIC records; "
                 "associations are not causal effects",
@@ -140,7 +144,7 @@ def diabetes(data_dir: Path, folds: int, n_boot: int) -> dict:
         "protocol": f"patient-level {folds}-fold CV (split seed 0; all of a patient's measurements in one fold); "
                     f"95% bootstrap CIs over patients ({n_boot} resamples, a patient's measurements together); "
                     "differences are paired",
-        "groups": tables, "seconds": cv["seconds"],
+        "groups": tables, "interval_coverage": coverage, "seconds": cv["seconds"],
     }
 
 
@@ -190,6 +194,17 @@ def _fmt(entry: dict, scale: float = 1.0, digits: int = 2) -> str:
     return f"{v * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
 
 
+def _coverage(coverage: dict, unit: str) -> list[str]:
+    """Interval coverage per method and group (markdown)."""
+    lines = ["| method | group | 80% interval: coverage [CI] (median width) | 90% interval |", "|---|---|---|---|"]
+    for method, groups in coverage.items():
+        for group, levels in groups.items():
+            cells = [f"{_fmt(levels[k], digits=1)} ({levels[k]['median_width']:.2f} {unit}, n {levels[k]['n']})"
+                     if k in levels else "—" for k in ("80%", "90%")]
+            lines.append(f"| {method} | {group} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _verdict(table: dict, fused: str, singles: list[str], metric: str) -> str:
     best = min(singles, key=lambda s: table[s][metric]["value"])
     diff = table[fused][f"{metric}_minus_{best}"]
@@ -226,6 +241,8 @@ def report(results: dict, command: str, machine: str) -> str:
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines += ["", "Requirement (fused not worse than the best single modality): "
                       + _verdict(table, w["fused"], ["clinical_only", "genotype_only"], "mae"), ""]
+        lines += ["### Prediction intervals (split-conformal per set of modalities used; out-of-fold)", "",
+                  *_coverage(w["interval_coverage"], "mg/week")]
     if "diabetes" in results:
         d = results["diabetes"]
         lines += ["## Diabetes (Synthea FHIR, SYNTHETIC): demographics + lab histories + medications -> HbA1c (%)", "",
@@ -247,6 +264,8 @@ def report(results: dict, command: str, machine: str) -> str:
             lines += ["", "Requirement (fused not worse than the best single modality): "
                       + _verdict(table, d["fused"], ["labs_only", "medications_only", "demographics_only"], "mae")
                       + "; against the last value: " + _fmt(table[d["fused"]]["mae_minus_last_value"], digits=3), ""]
+        lines += ["### Prediction intervals (split-conformal per set of modalities used; out-of-fold)", "",
+                  *_coverage(d["interval_coverage"], "%")]
         a = d["per_patient_adaptation"]
         first = next(iter(a["methods"].values()))
         lines += ["### Per-patient adaptation (MAML engine, heads only)", "", f"{a['protocol']}: "

@@ -46,7 +46,8 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
     candidate's modalities is predicted by the training folds' mean target (counted in ``fallback``).
     Folds group examples by patient (``data.x.ids``). ``withhold``: name -> ``(candidate, modality)``: that
     candidate's predictions with the modality hidden (examples left with none fall back to the mean as above).
-    With ``keep_models``, ``models[name][k]`` is the candidate trained without fold ``k``.
+    ``intervals[name][level]`` are the ``(low, high)`` prediction intervals (NaN where none). With
+    ``keep_models``, ``models[name][k]`` is the candidate trained without fold ``k``.
     """
     keep = np.flatnonzero(np.isfinite(data.y))
     data = data.subset(keep)
@@ -54,6 +55,7 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
     by_name = {m.name: m for m in data.modalities}
     rows = {**{n: (n, None) for n in candidates}, **(withhold or {})}
     predictions = {name: np.full(len(data), np.nan) for name in rows}
+    intervals: dict[str, dict[str, np.ndarray]] = {name: {} for name in rows}
     fallback = {name: np.zeros(len(data), dtype=bool) for name in rows}
     models: dict[str, list[FusionModel]] = {name: [] for name in candidates}
     start = time.monotonic()
@@ -71,11 +73,15 @@ def cross_validate(data: Paired, candidates: Mapping[str, Mapping[str, Any]], *,
                 x = data.x[test] if hidden is None else data.x[test].without(hidden)
                 has = x.present(use).any(1)
                 predictions[row][test[has]] = model.predict(x[np.flatnonzero(has)])
+                if model.task == "regression" and model.calibration_:
+                    for level, (lo, hi) in model.predict_interval(x[np.flatnonzero(has)]).items():
+                        bounds = intervals[row].setdefault(level, np.full((len(data), 2), np.nan))
+                        bounds[test[has], 0], bounds[test[has], 1] = lo, hi
                 predictions[row][test[~has]] = float(np.mean(data.y[train]))
                 fallback[row][test[~has]] = True
         if progress:
             progress(f"fold {k + 1}/{folds} done ({time.monotonic() - start:.0f} s)")
-    return {"index": keep, "fold": fold, "predictions": predictions, "fallback": fallback,
+    return {"index": keep, "fold": fold, "predictions": predictions, "intervals": intervals, "fallback": fallback,
             "models": models if keep_models else None, "seconds": round(time.monotonic() - start, 1)}
 
 
@@ -112,6 +118,27 @@ def score_table(y: np.ndarray, predictions: Mapping[str, np.ndarray], patients: 
                     n_boot=n_boot, seed=seed)
         table[method] = entry
     return table
+
+
+def coverage_table(y: np.ndarray, intervals: Mapping[str, np.ndarray], patients: Sequence[Any],
+                   groups: Mapping[str, np.ndarray], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """% of targets inside each interval level (``intervals[level]``: ``(N, 2)`` bounds, NaN where none), per group,
+    with a 95% bootstrap CI over patients, and the median interval width."""
+    patients = np.asarray(patients).astype(str)
+    out: dict[str, Any] = {}
+    for group, mask in groups.items():
+        entry = {}
+        for level, bounds in intervals.items():
+            rows = mask & np.isfinite(bounds).all(1)
+            if not rows.any():
+                continue
+            inside = 100.0 * ((y[rows] >= bounds[rows, 0]) & (y[rows] <= bounds[rows, 1]))
+            hits, counts = _per_patient(inside, patients[rows]), _per_patient(np.ones(int(rows.sum())), patients[rows])
+            entry[f"{round(float(level) * 100)}%"] = {
+                "n": int(rows.sum()), **_ci(lambda h, c: h.sum() / c.sum(), hits, counts, n_boot=n_boot, seed=seed),
+                "median_width": round(float(np.median(bounds[rows, 1] - bounds[rows, 0])), 4)}
+        out[group] = entry
+    return out
 
 
 def grouped_scores(y: np.ndarray, predictions: Mapping[str, np.ndarray], patients: Sequence[Any],

@@ -37,7 +37,9 @@ from medmeta.learners.maml import MAML, inner_adapt, resolve_loss
 from medmeta.stats import conformal_bounds
 from medmeta.tasks import Task
 
-TRANSFORMS = {None: (lambda y: y, lambda t: t), "sqrt": (np.sqrt, np.square), "log": (np.log, np.exp)}
+#: target transforms: (forward, inverse); a negative square root stands for 0.
+TRANSFORMS = {None: (lambda y: y, lambda t: t), "sqrt": (np.sqrt, lambda t: np.square(np.maximum(t, 0))),
+              "log": (np.log, np.exp)}
 HEAD = "head"
 
 
@@ -237,8 +239,9 @@ class FusionModel:
                 with torch.no_grad():
                     pred = net(self._masked(packed[torch.as_tensor(has)], subset))
                 target = yt[torch.as_tensor(rows[has])]
-                if self.task == "regression":
-                    residuals.setdefault(subset_key(subset), []).append((target - pred).numpy()[:, 0])
+                if self.task == "regression":  # in units of the (transformed) target
+                    residual = (target - pred).numpy()[:, 0] * self.target_scale_
+                    residuals.setdefault(subset_key(subset), []).append(residual)
         out = {}
         for key, parts in residuals.items():
             r = np.concatenate(parts)
@@ -310,6 +313,7 @@ class FusionModel:
         for c in self.coverage:
             bounds = np.array([self.calibration_.get(k, {}).get(str(c), [np.nan, np.nan]) for k in keys],
                               dtype=float).reshape(-1, 2)
+            bounds /= self.target_scale_
             out[str(c)] = (self._decode(z + bounds[:, 0]), self._decode(z + bounds[:, 1]))
         return out
 
