@@ -267,7 +267,7 @@ def test_maml_adapts_only_the_fusion_head():
     assert any(not torch.equal(adapted.params[n], p) for n, p in maml.params().items() if n.startswith("head."))
 
 
-def test_fusion_model_adapts_to_a_shifted_task_and_meta_fits(fitted):
+def test_fusion_model_adapts_to_a_shifted_task_and_meta_fits(fitted, tmp_path):
     model, x, y = fitted
     shifted = y + 2.0  # a patient group whose values are all higher
     support, query = np.arange(20), np.arange(20, len(x))
@@ -280,7 +280,11 @@ def test_fusion_model_adapts_to_a_shifted_task_and_meta_fits(fitted):
     meta = FusionModel(MODALITIES, members=2, epochs=5, dim=8).fit(x, y)
     meta.meta_fit(tasks, meta_steps=3, meta_batch_size=3)
     assert meta.inner_lrs_ is not None and meta.training_["meta"]["tasks"] == 9
-    assert meta.adapt(x[:5], y[:5]).predict(x[5:10]).shape == (5,)
+    assert np.isnan(meta.predict_interval(x[:5])["0.8"][0]).all()  # networks changed after calibration
+    meta.save(tmp_path / "meta")
+    loaded = FusionModel.load(tmp_path / "meta")
+    assert all(torch.equal(loaded.inner_lrs_[1][k], v) for k, v in meta.inner_lrs_[1].items())
+    assert np.allclose(loaded.adapt(x[:5], y[:5]).predict(x[5:10]), meta.adapt(x[:5], y[:5]).predict(x[5:10]))
 
 
 def test_prototypes_and_matching_over_fused_embeddings():

@@ -128,3 +128,63 @@ def test_diabetes_model_from_fhir_and_no_shipped_synthetic_model(tmp_path, sampl
     out = CliRunner().invoke(app, ["fusion", "eval", "--task", "diabetes", "--input", source,
                                    "--json", str(tmp_path / "x.json")])
     assert out.exit_code != 0 and "no shipped diabetes fusion model" in str(out.exception or out.output)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from medmeta.models import model_dir
+
+    return FusionModel.load(model_dir("warfarin_fusion"))
+
+
+def test_shipped_model_predicts_from_any_subset(shipped, iwpc):
+    from medmeta.fusion import predict_patient
+
+    data = warfarin_data(iwpc.head(60))
+    dosed = np.flatnonzero(np.isfinite(data.y) & data.x.present().all(1))
+    both, clinical = data.x[dosed], data.x[dosed].without("genotype")
+    pred = shipped.predict(both)
+    assert ((pred > 3) & (pred < 150)).all()
+    width = {name: np.median(np.subtract(*shipped.predict_interval(x)["0.8"][::-1]))
+             for name, x in (("both", both), ("clinical", clinical))}
+    assert width["clinical"] > width["both"] > 0  # without the genotype, the interval is wider
+    p = predict_patient(shipped, {"genotype": {"cyp2c9": "*3/*3", "vkorc1_1639": "A/A"}}, patient_id="g")
+    q = predict_patient(shipped, {"genotype": {"cyp2c9": "*1/*1", "vkorc1_1639": "G/G"}}, patient_id="h")
+    assert p.modalities_used == ["genotype"] and p.unit == "mg/week" and p.prediction < q.prediction
+    r = predict_patient(shipped, {"clinical": {"age_decade": 7, "weight_kg": 60, "amiodarone": 1}})
+    assert r.modalities_missing == ["genotype"] and "80%" in r.intervals
+
+
+def test_shipped_model_same_predictions_from_fhir_records(shipped, samples, iwpc, tmp_path):
+    """IWPC CSV -> FHIR resources -> the adapters' frame: the same modalities and the same predictions."""
+    from medmeta.fhir import iwpc_frame
+
+    result = CliRunner().invoke(app, ["fhir", "from-iwpc", str(samples / "iwpc_warfarin" / "warfarin.csv"),
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    from_fhir = warfarin_data(iwpc_frame(read(tmp_path)).head(60).reset_index(drop=True))
+    from_csv = warfarin_data(iwpc.head(60))
+    for name in from_csv.x.names:
+        assert np.array_equal(from_fhir.x.mask[name], from_csv.x.mask[name])
+        assert np.array_equal(from_fhir.x.data[name], from_csv.x.data[name], equal_nan=True), name
+    assert np.array_equal(shipped.predict(from_fhir.x), shipped.predict(from_csv.x))
+
+
+@pytest.mark.slow
+def test_fusion_beats_each_modality_alone_on_the_full_iwpc_file(full_data):
+    """3-fold patient-level CV (2 members): fused better than clinical-only and genotype-only overall, and not worse
+    than clinical-only on patients whose genotype is incomplete."""
+    from medmeta.fusion.evaluation import cross_validate
+
+    frame, _ = load_iwpc(full_data / "iwpc_warfarin" / "warfarin.csv")
+    data = warfarin_data(frame)
+    settings = {**recipes.SETTINGS["warfarin"], "members": 2}
+    candidates = {"clinical": {**settings, "modalities": ["clinical"]},
+                  "genotype": {**settings, "modalities": ["genotype"]},
+                  "fused": {**settings, "modalities": ["clinical", "genotype"]}}
+    cv = cross_validate(data, candidates, folds=3, seed=5)
+    y, status = data.y[cv["index"]], data.info["genotype"].to_numpy()[cv["index"]]
+    mae = {k: {g: np.mean(np.abs(p - y)[m]) for g, m in (("all", status != ""), ("incomplete", status != "complete"))}
+           for k, p in cv["predictions"].items()}
+    assert mae["fused"]["all"] < min(mae["clinical"]["all"], mae["genotype"]["all"]) - 0.5
+    assert mae["fused"]["incomplete"] <= mae["clinical"]["incomplete"] + 0.1

@@ -66,8 +66,8 @@ class FusionModel:
                  members: int = 5, epochs: int = 60, batch_size: int = 128, lr: float = 3e-3,
                  weight_decay: float = 1e-4, loss: str | None = None, target_transform: str | None = None,
                  baseline: str | None = None, coverage: Sequence[float] = (0.8, 0.9), min_calibration: int = 30,
-                 adapt_steps: int = 5,
-                 adapt_lr: float = 0.05, seed: int = 0, image_encoders: Mapping[str, Any] | None = None) -> None:
+                 adapt_steps: int = 5, adapt_lr: float = 0.05, seed: int = 0,
+                 image_encoders: Mapping[str, Any] | None = None) -> None:
         if task not in ("regression", "classification"):
             raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
         if target_transform not in TRANSFORMS or (target_transform and task != "regression"):
@@ -360,29 +360,22 @@ class FusionModel:
                  meta_lr: float = 1e-3, first_order: bool = False) -> FusionModel:
         """Meta-train the fitted members with MAML over multimodal tasks, adapting only the heads (ANIL).
 
-        ``tasks`` have :class:`Multimodal` support and query sets (for example one task per patient).
-        Member ``i`` is meta-trained on the tasks not in fold ``i`` and recalibrated on the others, so
-        :meth:`predict_interval` stays honest for the unadapted model; adapted predictions have no interval.
+        ``tasks`` have :class:`Multimodal` support and query sets (for example one task per patient); the
+        members' networks are refined in place and their head learning rates learned (Meta-SGD). The
+        networks change after their intervals were calibrated, so a meta-trained model has no intervals.
         """
         self._check()
         if not tasks:
             raise ValueError("no tasks")
-        fold = np.random.default_rng(self.seed + 1).permutation(len(tasks)) % self.members
         self.inner_lrs_ = []
         for m, net in enumerate(self.members_):
-            train = [t for t, f in zip(tasks, fold, strict=True) if f != m or self.members == 1]
             maml = MAML(net, loss=self.loss, inner_steps=self.adapt_steps, inner_lr=self.adapt_lr, adapt=[HEAD],
                         first_order=first_order, meta_lr=meta_lr, meta_batch_size=meta_batch_size,
                         max_steps=meta_steps, weight_decay=self.weight_decay, seed=self.seed * 1000 + m)
-            maml.meta_fit(self._packed_tasks(train, seed=self.seed * 1000 + m), show_progress=False)
+            maml.meta_fit(self._packed_tasks(tasks, seed=self.seed * 1000 + m), show_progress=False)
             net.eval()
             self.inner_lrs_.append(maml.lrs())
-        if self.members > 1:
-            parts = [(t.support_x, t.support_y, f) for t, f in zip(tasks, fold, strict=True)]
-            parts += [(t.query_x, t.query_y, f) for t, f in zip(tasks, fold, strict=True)]
-            x = Multimodal.concat([p[0] for p in parts])
-            y = self._encode_y(np.concatenate([np.asarray(p[1]) for p in parts]))
-            self.calibration_ = self._calibrate(x, y, np.concatenate([np.full(len(p[0]), p[2]) for p in parts]))
+        self.calibration_ = {}
         self.training_["meta"] = {"tasks": len(tasks), "meta_steps": meta_steps, "first_order": first_order}
         return self
 

@@ -120,8 +120,11 @@ def model_card(task: str, model: FusionModel, command: str) -> str:
         "- **Limits**: associations, not causal effects; a patient unlike the training patients (or a modality "
         "pattern rare in them) gets a less reliable prediction, and intervals are given only for sets of modalities "
         f"with at least {model.min_calibration} calibration patients.",
-        "", f"## Prediction intervals (split-conformal, out-of-fold, on the {model.target_transform or 'raw'} "
-        "target scale, per set of modalities used)", "",
+        "", "## Prediction intervals (split-conformal, out-of-fold, per set of modalities used)", "",
+        (f"Bounds are added to the prediction on the {model.target_transform} scale of {model.unit or 'the target'}: "
+         f"the interval is ({model.target_transform}⁻¹ of) {model.target_transform}(prediction) + low ... + high."
+         if model.target_transform else f"Bounds are added to the prediction ({model.unit or 'target units'})."),
+        "",
         f"| modalities used | calibration n | {levels} |", "|---|---|" + "---|" * len(model.coverage), *rows, "",
         "Files: `config.json` (settings, target scaling, calibration, training summary), `model.safetensors` "
         "(weights; loaded without executing code).", ""])
