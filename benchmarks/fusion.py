@@ -82,7 +82,8 @@ def warfarin(data_dir: Path, folds: int, n_boot: int) -> dict:
     groups = {"all": np.ones(len(y), dtype=bool), "genotype complete": status == "complete",
               "genotype incomplete (partial or none)": status != "complete", "genotype none": status == "none"}
     tables = grouped_scores(y, predictions, info["subject_id"].to_numpy(), groups, metrics=("mae", "within20"),
-                            references=("clinical_only", "genotype_only", "iwpc_pharmacogenetic"), n_boot=n_boot)
+                            references=("clinical_only", "genotype_only", "iwpc_pharmacogenetic",
+                                        "warfarin_dose_model"), n_boot=n_boot)
     coverage = {name: coverage_table(y, cv["intervals"][name], info["subject_id"].to_numpy(), groups, n_boot=n_boot)
                 for name in (fused, f"{fused}_genotype_withheld", "clinical_only", "genotype_only")}
     return {
@@ -233,11 +234,12 @@ def report(results: dict, command: str, machine: str) -> str:
         for group, table in w["groups"].items():
             lines += [f"### {group} (n = {next(iter(table.values()))['n']})", "",
                       "| method | MAE | within 20% | MAE minus clinical-only | MAE minus genotype-only | "
-                      "MAE minus IWPC PGx |", "|---|---|---|---|---|---|"]
+                      "MAE minus IWPC PGx | MAE minus warfarin model |", "|---|---|---|---|---|---|---|"]
             for method, e in table.items():
                 cells = [_fmt(e["mae"]), _fmt(e["within20"], digits=1)]
                 cells += [_fmt(e[k], digits=2) if k in e else "—" for k in
-                          ("mae_minus_clinical_only", "mae_minus_genotype_only", "mae_minus_iwpc_pharmacogenetic")]
+                          ("mae_minus_clinical_only", "mae_minus_genotype_only", "mae_minus_iwpc_pharmacogenetic",
+                           "mae_minus_warfarin_dose_model")]
                 lines.append(f"| {method} | " + " | ".join(cells) + " |")
             lines += ["", "Requirement (fused not worse than the best single modality): "
                       + _verdict(table, w["fused"], ["clinical_only", "genotype_only"], "mae"), ""]
