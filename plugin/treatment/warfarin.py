@@ -32,6 +32,7 @@ import medmeta
 from medmeta.errors import DataError
 from medmeta.learners.maml import MAML, AdaptedModel
 from medmeta.learners.networks import WithLinearPrior, mlp
+from medmeta.stats import conformal_bounds
 from medmeta.tasks import Task
 from medmeta.treatment.iwpc import CLINICAL, PHARMACOGENETIC, impute_vkorc1, iwpc_pharmacogenetic_dose
 from medmeta.treatment.warfarin_features import (
@@ -155,7 +156,7 @@ class WarfarinDoseModel:
             self.members_.append(maml)
             oof[~train] = maml.predict(x[~train])[:, 0]
         residual = np.log(dose) - np.log(self._to_dose(oof))
-        self.intervals_ = {str(c): _conformal(residual, c) for c in self.coverage}
+        self.intervals_ = {str(c): conformal_bounds(residual, c) for c in self.coverage}
         self.training_ = {"patients": len(dosed), "groups": len(np.unique(groups)),
                           "source": Path(frame.attrs["source"]).name if frame.attrs.get("source") else None,
                           "out_of_fold_mae": float(np.mean(np.abs(self._to_dose(oof) - dose)))}
@@ -250,15 +251,6 @@ class WarfarinDoseModel:
             maml.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             model.members_.append(maml)
         return model
-
-
-def _conformal(residual: np.ndarray, coverage: float) -> list[float]:
-    """Split-conformal bounds on log(actual / predicted): each tail holds at most (1 - coverage) / 2."""
-    n = len(residual)
-    tail = (1 - coverage) / 2
-    lo = np.quantile(residual, max(0.0, np.floor(tail * (n + 1)) / n), method="lower")
-    hi = np.quantile(residual, min(1.0, np.ceil((1 - tail) * (n + 1)) / n), method="higher")
-    return [float(lo), float(hi)]
 
 
 class AdaptedWarfarinModel:
