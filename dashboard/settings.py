@@ -1,0 +1,41 @@
+"""Where the dashboard finds its FHIR source, batch results, models and audit log.
+
+Set by ``medmeta dashboard`` (or the environment) before Streamlit starts:
+
+- ``MEDMETA_DASHBOARD_SOURCE``: a FHIR source (Bulk export folder, Bundle file or folder, server URL);
+  default: the embedded sample export, built once under ``MEDMETA_HOME``;
+- ``MEDMETA_DASHBOARD_RESULTS``: a ``medmeta batch`` output folder to show beside the live suggestions;
+- ``MEDMETA_MODELS``: a folder laid out like ``models/`` (``warfarin/``, ``glucose/``); default: the shipped models;
+- ``MEDMETA_AUDIT_DB``: the audit log (SQLite); default ``MEDMETA_HOME/audit.sqlite``;
+- ``MEDMETA_HOME``: medmeta's own working folder (default ``~/.cache/medmeta``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str | None
+    results: Path | None
+    models: Path | None
+    audit_db: Path
+    home: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("MEDMETA_HOME", "~/.cache/medmeta")).expanduser()
+        results = os.environ.get("MEDMETA_DASHBOARD_RESULTS")
+        models = os.environ.get("MEDMETA_MODELS")
+        return cls(source=os.environ.get("MEDMETA_DASHBOARD_SOURCE") or None,
+                   results=Path(results) if results else None, models=Path(models) if models else None,
+                   audit_db=Path(os.environ.get("MEDMETA_AUDIT_DB") or home / "audit.sqlite"), home=home)
+
+    def model_folder(self, name: str) -> Path:
+        """The folder of model ``name``: under ``models`` when set, else the shipped one."""
+        from medmeta.models import model_dir
+
+        return self.models / name if self.models else model_dir(name)
