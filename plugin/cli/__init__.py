@@ -8,7 +8,7 @@ import os
 import typer
 from rich.console import Console
 
-from medmeta.cli import batch, cgm, demo, fhir, hba1c, warfarin
+from medmeta.cli import batch, cgm, dashboard, demo, fhir, hba1c, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.add_typer(warfarin.app, name="warfarin")
 app.add_typer(cgm.app, name="cgm")
 app.add_typer(hba1c.app, name="hba1c")
 app.command("batch")(batch.batch)
+app.command("dashboard")(dashboard.dashboard)
 
 
 @app.callback()
