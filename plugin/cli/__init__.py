@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import demo
+from medmeta.cli import demo, fewshot
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("demo")(demo.demo)
+app.add_typer(fewshot.app, name="fewshot")
 
 
 @app.callback()

@@ -1,9 +1,10 @@
 """Meta-learners: metric (Prototypical), memory (Matching) and optimisation-based (MAML)."""
 
 from medmeta.learners.base import FewShotLearner, load_learner
+from medmeta.learners.matching import MatchingNetwork
 from medmeta.learners.protonet import PrototypicalNetwork
 
 #: Learners that :func:`load_learner` may rebuild from a saved ``config.json``, by class name.
-LEARNERS: dict[str, type[FewShotLearner]] = {cls.__name__: cls for cls in (PrototypicalNetwork,)}
+LEARNERS: dict[str, type[FewShotLearner]] = {cls.__name__: cls for cls in (PrototypicalNetwork, MatchingNetwork)}
 
-__all__ = ["LEARNERS", "FewShotLearner", "PrototypicalNetwork", "load_learner"]
+__all__ = ["LEARNERS", "FewShotLearner", "MatchingNetwork", "PrototypicalNetwork", "load_learner"]
