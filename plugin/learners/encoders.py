@@ -30,15 +30,18 @@ class ConvEncoder(nn.Sequential):
 
 
 class ResNetEncoder(nn.Module):
-    """A small 2-D residual network (MONAI's ``ResNet``, one basic block per stage).
+    """A small 2-D residual network (MONAI's ``ResNet``, ResNet-10 layout: one basic block per stage).
 
-    ``depth`` stages whose widths double up to ``hidden`` (``hidden=256, depth=4``: 32, 64,
-    128, 256 channels); a 3x3 stem without max-pooling keeps detail in 28x28 images, and
-    global average pooling makes any image size work. The embedding has ``hidden`` features.
+    Four stages (MONAI's ``ResNet`` has four; ``depth`` must be 4) whose widths double up to
+    ``hidden`` (``hidden=256``: 32, 64, 128, 256 channels); a 3x3 stem without max-pooling keeps
+    detail in 28x28 images, and global average pooling makes any image size work. The
+    embedding has ``hidden`` features.
     """
 
     def __init__(self, in_channels: int = 3, hidden: int = 256, depth: int = 4) -> None:
         super().__init__()
+        if depth != 4:
+            raise ValueError(f"the resnet encoder has 4 stages; got depth={depth}")
         widths = [max(hidden >> (depth - 1 - i), 1) for i in range(depth)]
         self.net = ResNet(block="basic", layers=[1] * depth, block_inplanes=widths, spatial_dims=2,
                           n_input_channels=in_channels, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True,

@@ -14,9 +14,8 @@ LOSSES = ("ce", "triplet", "contrastive")
 
 def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
     """Mean embedding of each class ``0..n_way-1``."""
-    sums = torch.zeros(n_way, embeddings.shape[1], dtype=embeddings.dtype).index_add_(0, labels, embeddings)
-    counts = torch.bincount(labels, minlength=n_way).clamp(min=1).unsqueeze(1)
-    return sums / counts
+    members = F.one_hot(labels, n_way).T.to(embeddings.dtype)  # (n_way, n)
+    return members @ embeddings / members.sum(1, keepdim=True).clamp(min=1)
 
 
 def triplet_loss(z: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
