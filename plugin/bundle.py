@@ -9,9 +9,11 @@ bundle's metadata names in ``channel_def``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import io
 import json
+import shutil
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ import medmeta
 from medmeta.errors import DataError
 from medmeta.imaging import _LUMA
 from medmeta.learners.base import FewShotLearner
-from medmeta.memory import atomic_write, fingerprint
+from medmeta.memory import SupportMemory, atomic_write, fingerprint
 
 MODEL_FILE = "models/model.pt"
 TRAINING_FILE = "models/training.json"
@@ -125,7 +127,7 @@ def train(network: FewShotLearner, bundle_root: str | Path, data_dir: str | Path
     Meta-trains on the train split of the protocol's meta-training classes (meta-validating on
     their val split), then remembers ``support_per_class`` train images of each of those
     classes as the bundle's default support set; their names must be the metadata's
-    ``channel_def``. Writes the weights (a state dict) and ``models/training.json``.
+    ``channel_def``. Writes the weights (a state dict in float16) and ``models/training.json``.
     """
     from medmeta.protocol import meta_train_pool
 
@@ -142,8 +144,8 @@ def train(network: FewShotLearner, bundle_root: str | Path, data_dir: str | Path
         raise DataError(f"the meta-training classes {classes} differ from the metadata's channel_def {expected}",
                         source=root / "configs" / "metadata.json", field="channel_def")
     network.remember(x[torch.as_tensor(idx)], ys, classes)
-    buffer = io.BytesIO()
-    torch.save(network.state_dict(), buffer)
+    buffer = io.BytesIO()  # stored as float16 to keep the bundle small; loading converts back to float32
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in network.state_dict().items()}, buffer)
     atomic_write(root / MODEL_FILE, buffer.getvalue())
     summary = {
         "learner": type(network).__name__,
@@ -160,6 +162,47 @@ def train(network: FewShotLearner, bundle_root: str | Path, data_dir: str | Path
     }
     atomic_write(root / TRAINING_FILE, json.dumps(summary, indent=1).encode())
     return summary
+
+
+def export(bundle: str | Path, memory: SupportMemory, out: str | Path) -> Path:
+    """A copy of ``bundle`` whose network remembers the memory's cases instead of the shipped support set.
+
+    The copy's metadata names the memory's classes in ``channel_def`` and records the memory
+    version in its version and changelog, so MONAI's tools (and batch jobs) run the classes a
+    clinician added, as they stand in that version of the memory.
+    """
+    bundle, out = Path(bundle), Path(out)
+    if out.exists():
+        raise DataError("already exists; export into a new folder", source=out)
+    x, y, classes = memory.support_set()
+    if len(classes) < 2:
+        raise DataError(f"the memory holds {len(classes)} class(es); a classifier needs two or more",
+                        source=memory.directory)
+    network = copy.deepcopy(memory.learner).remember(x, y, classes)
+    shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("eval", "*.ts", "sample_images"))
+    buffer = io.BytesIO()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in network.state_dict().items()}, buffer)
+    atomic_write(out / MODEL_FILE, buffer.getvalue())
+    meta = read_metadata(bundle)
+    version = f"{meta['version']}+memory{memory.version}"
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    pred["channel_def"] = {str(i): c for i, c in enumerate(classes)}
+    pred["num_channels"] = len(classes)
+    meta["version"] = version
+    meta["changelog"] = {version: f"support set replaced by version {memory.version} of a support memory "
+                                  f"({len(y)} cases of {len(classes)} classes, encoder {memory.encoder})",
+                         **meta["changelog"]}
+    atomic_write(out / "configs" / "metadata.json", json.dumps(meta, indent=4).encode())
+    for name in ("inference.json", "evaluate.json", "train.json"):
+        path = out / "configs" / name
+        config = json.loads(path.read_text())
+        if "n_support" in config.get("network_def", {}):
+            config["network_def"]["n_support"] = len(y)
+        atomic_write(path, json.dumps(config, indent=4).encode())
+    record = {"support": {"memory_version": memory.version, "encoder": memory.encoder, "cases": len(y),
+                          "classes": memory.classes}, "exported_from": str(bundle)}
+    atomic_write(out / "models" / "support.json", json.dumps(record, indent=1).encode())
+    return out
 
 
 def evaluate(network: FewShotLearner, output_dir: str | Path, data_dir: str | Path | None = None,

@@ -239,6 +239,15 @@ class SupportMemory:
             raise KeyError(f"no such cases in version {self.version}: {missing[:5]}")
         return [found[c] for c in case_ids]
 
+    def support_set(self) -> tuple[torch.Tensor, np.ndarray, list[str]]:
+        """The stored cases as the learner's input: images ``(N, C, H, W)``, class numbers, class names."""
+        cases, _, images = self._read(self.manifest(), images=True)
+        classes = sorted({c.label for c in cases})
+        x = [to_tensor(i, self.learner.in_channels, self.learner.image_size) for i in images if len(i)]
+        y = np.asarray([classes.index(c.label) for c in cases], dtype=np.int64)
+        empty = torch.empty(0, self.learner.in_channels, self.learner.image_size, self.learner.image_size)
+        return (torch.cat(x) if x else empty), y, classes
+
     # -- writing --------------------------------------------------------------------------------
     def add(self, images: np.ndarray, label: str, source_ids: Sequence[str] | None = None, *,
             note: str = "") -> int:
@@ -391,17 +400,15 @@ class SupportMemory:
         if self._state is not None and self._state.version == version:
             return self._state
         learner = self.learner
-        by_images = not learner.embeds_independently
-        cases, blocks, images = self._read(self.manifest(version), embeddings=True, images=by_images)
+        cases, blocks, _ = self._read(self.manifest(version), embeddings=True)
         z = torch.from_numpy(np.concatenate(blocks)) if blocks else torch.empty(0, learner.embedding_dim)
         classes = sorted({c.label for c in cases})
         y = torch.as_tensor([classes.index(c.label) for c in cases], dtype=torch.long)
         head = None
-        if len(classes) >= 2 and not by_images:
+        if len(classes) >= 2 and learner.embeds_independently:
             head = learner.support_state(z, y, len(classes))
         elif len(classes) >= 2:  # learners that adapt to the support set from images
-            x = torch.cat([to_tensor(i, learner.in_channels, learner.image_size) for i in images if len(i)])
-            learner.remember(x, y.numpy(), classes)
+            learner.remember(*self.support_set())
         self._state = _State(version, cases, z, classes, head)
         return self._state
 

@@ -131,7 +131,7 @@ def test_weights_are_loaded_without_running_code(tmp_path):
     shutil.copytree(REPO / "monai_bundles" / "fewshot_protonet_classification", bundle,
                     ignore=shutil.ignore_patterns("sample_images"))
     torch.save({"payload": Path("/")}, bundle / "models" / "model.pt")  # a pickle with an arbitrary object
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
         load_bundle(bundle)
 
 
@@ -141,3 +141,32 @@ def test_channels_are_brought_to_what_the_network_expects():
     assert AsChannelsd("image", 3)({"image": rgba})["image"].shape == (3, 5, 5)
     one = AsChannelsd("image", 1)({"image": rgba[:3]})["image"]
     assert torch.allclose(one[0], 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2])
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
+def test_a_memory_exported_as_a_bundle_runs_in_monai_with_the_memorys_classes(bundle, tmp_path):
+    from monai.bundle import run
+
+    from medmeta.bundle import export
+    from medmeta.memory import SupportMemory
+
+    rng = np.random.default_rng(1)
+    memory = SupportMemory(tmp_path / "memory", load_bundle(bundle))
+    for c, label in enumerate(["effusion", "normal", "nodule"]):
+        memory.add(np.clip(rng.normal(60 + 70 * c, 20, (4, 28, 28)), 0, 255).astype(np.uint8), label)
+    out = export(bundle, memory, tmp_path / "exported")
+    config, meta = str(out / "configs" / "inference.json"), str(out / "configs" / "metadata.json")
+    verify_metadata(meta_file=meta, filepath=str(SCHEMA))
+    verify_net_in_out(net_id="network_def", meta_file=meta, config_file=config, device="cpu")
+    assert class_names(read_metadata(out)) == ["effusion", "nodule", "normal"]  # sorted
+    assert read_metadata(out)["version"].endswith("+memory3")
+
+    query = np.clip(rng.normal(200, 20, (28, 28)), 0, 255).astype(np.uint8)
+    (tmp_path / "q").mkdir()
+    Image.fromarray(query).save(tmp_path / "q" / "query.png")
+    run(config_file=config, dataset_dir=str(tmp_path / "q"), output_dir=str(tmp_path / "pred"), logging_file=False)
+    with open(tmp_path / "pred" / "predictions.csv") as f:
+        [row] = list(csv.reader(f))
+    expected = memory.predict(query[None])[0].probabilities
+    assert np.allclose([float(v) for v in row[1:]], [expected[c] for c in ("effusion", "nodule", "normal")],
+                       atol=2e-3)  # the exported weights are float16

@@ -5,7 +5,9 @@ from sklearn.linear_model import LogisticRegression
 
 from medmeta.evaluation import draw_episodes, episode_accuracies
 from medmeta.learners import MatchingNetwork, PrototypicalNetwork, load_learner
+from medmeta.learners.base import rotated
 from medmeta.learners.baselines import ClassifierBaseline, FineTuneBaseline
+from medmeta.learners.encoders import make_encoder
 from medmeta.learners.protonet import contrastive_loss, triplet_loss
 from medmeta.protocol import meta_train_pool
 from medmeta.tasks import EpisodeSampler
@@ -79,7 +81,7 @@ def test_a_checkpoint_of_any_support_size_loads_and_the_saved_learner_matches(cl
 
 @pytest.mark.parametrize("make", [
     lambda: PrototypicalNetwork(in_channels=3, hidden=16, distance="cosine", loss="contrastive", margin=1.0),
-    lambda: MatchingNetwork(in_channels=3, hidden=16),
+    lambda: MatchingNetwork(in_channels=3, hidden=16, rotation_weight=0.5, augment=True),
 ])
 def test_pretraining_then_meta_training_learns_and_keeps_the_best_validation_weights(make):
     x, keys = meta_train_pool("train", channels=3)  # the embedded samples: 14 classes
@@ -93,6 +95,7 @@ def test_pretraining_then_meta_training_learns_and_keeps_the_best_validation_wei
     after = episode_accuracies(learner, vx, episodes).mean()
     h = learner.history_
     assert h["pretrain"]["classes"] == 14 and h["episodes"] == 20
+    assert h["pretrain"]["rotation_weight"] == learner.rotation_weight
     assert [e for e, _ in h["validation"]] == [0, 10, 20]
     assert h["best_validation_accuracy"] == max(a for _, a in h["validation"])
     assert after > max(before + 0.05, 0.6), (before, after)  # chance is 0.2
@@ -118,6 +121,30 @@ def test_fine_tuning_baseline_adapts_per_task_without_changing_the_learner():
     assert proba.shape == (9, 3) and np.allclose(proba.sum(1), 1, atol=1e-5)
     assert all(torch.equal(before[k], v) for k, v in learner.state_dict().items())
     assert not learner.embeds_independently
+
+
+@pytest.mark.parametrize("backbone", ["conv4", "resnet"])
+def test_the_encoder_splits_into_trunk_and_top(backbone):
+    encoder = make_encoder(backbone, 3, 16, 4).eval()
+    trunk, top = encoder.split()
+    x = torch.rand(2, 3, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(top(trunk(x)), encoder(x), atol=1e-6)
+
+
+def test_rotation_task_turns_each_image_by_its_label():
+    x = torch.rand(12, 1, 5, 5)
+    turned, turns = rotated(x, torch.Generator().manual_seed(0))
+    assert set(turns.tolist()) == {0, 1, 2, 3}
+    for image, out, k in zip(x, turned, turns.tolist(), strict=True):
+        assert torch.equal(out, torch.rot90(image, k, (1, 2)))
+
+
+def test_fine_tuning_everything_also_works():
+    x, _ = toy_images(n_per_class=6, n_classes=3, channels=1)
+    learner = FineTuneBaseline(in_channels=1, hidden=8, steps=2, finetune="all", augment=True)
+    proba = learner.predict_proba(x[:6], np.repeat(np.arange(3), 2), x[6:9])
+    assert proba.shape == (3, 3)
 
 
 def test_settings_are_checked():

@@ -113,6 +113,21 @@ def memory_predict(
     console.print(f"[dim]{predictions[0].disclaimer if predictions else ''}[/dim]")
 
 
+@memory_app.command("export")
+def memory_export(
+    bundle: Bundle,
+    memory: Annotated[Path, typer.Option("--memory", help="The memory folder.", exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="The new bundle folder (must not exist).")],
+) -> None:
+    """A copy of the bundle that classifies the memory's classes (for MONAI's tools and batch jobs)."""
+    from medmeta.bundle import export, load_bundle
+    from medmeta.memory import SupportMemory
+
+    store = SupportMemory(memory, load_bundle(bundle))
+    export(bundle, store, out)
+    Console().print(f"Wrote {out}: {len(store.classes)} classes from version {store.version} of {memory}.")
+
+
 @memory_app.command("show")
 def memory_show(
     bundle: Bundle,

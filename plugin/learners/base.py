@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,18 @@ from medmeta.tasks import EpisodeSampler, Task
 
 #: Meta-validation: this many fixed episodes are scored every ``validate_every`` training episodes.
 VALIDATION_EPISODES = 100
+#: With ``augment``, the chance that a colour training image is shown in grey (the meta-test sets are grey).
+GREY_PROBABILITY = 0.5
+
+
+def rotated(x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image turned by a random multiple of 90 degrees, and that multiple (0-3): a self-supervised task."""
+    turns = torch.randint(0, 4, (len(x),), generator=generator)
+    out = x.clone()
+    for k in range(1, 4):
+        chosen = turns == k
+        out[chosen] = torch.rot90(x[chosen], k, (2, 3))
+    return out, turns
 
 
 class FewShotLearner(nn.Module):
@@ -39,7 +51,8 @@ class FewShotLearner(nn.Module):
     - :meth:`support`: the remembered state held in the buffers named in ``support_buffers``.
 
     Training (:meth:`fit`) pre-trains the encoder as a classifier on all the training classes
-    (``pretrain_epochs``; the "Meta-Baseline" recipe) and then meta-trains it on episodes.
+    (``pretrain_epochs``; with ``rotation_weight``, also to tell how far each image was turned,
+    a self-supervised task) and then meta-trains it on episodes (the "Meta-Baseline" recipe).
     :meth:`predict_proba` answers one episode; :meth:`remember` stores a support set in the
     module's buffers, after which ``forward(image)`` returns scores over its classes: a plain
     ``nn.Module`` that MONAI bundles run and TorchScript exports.
@@ -51,17 +64,18 @@ class FewShotLearner(nn.Module):
     #: so an evaluation may embed every image once and reuse it across episodes.
     embeds_independently: bool = True
     #: Python-side state that TorchScript export leaves out.
-    __jit_ignored_attributes__ = ["_generator", "history_", "classes_"]
+    __jit_ignored_attributes__: ClassVar[list[str]] = ["_generator", "history_", "classes_"]
 
     def __init__(self, *, in_channels: int = 3, image_size: int = 28, lr: float = 1e-3, max_episodes: int = 2000,
                  max_seconds: float | None = None, seed: int = 0, n_way: int = 5, k_shot: int = 5, n_query: int = 15,
                  augment: bool = False, pretrain_epochs: float = 0.0, pretrain_lr: float = 2e-3,
-                 validate_every: int = 500) -> None:
+                 rotation_weight: float = 0.0, validate_every: int = 500) -> None:
         super().__init__()
         self.in_channels, self.image_size = in_channels, image_size
         self.lr, self.max_episodes, self.max_seconds, self.seed = lr, max_episodes, max_seconds, seed
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.augment, self.pretrain_epochs, self.pretrain_lr = augment, pretrain_epochs, pretrain_lr
+        self.rotation_weight = rotation_weight
         self.validate_every = validate_every
         self.history_: dict[str, Any] = {}
         self.classes_: list[str] = []
@@ -132,15 +146,17 @@ class FewShotLearner(nn.Module):
 
     def pretrain(self, images: torch.Tensor, labels: Sequence | np.ndarray, *, batch_size: int = 128,
                  show_progress: bool = True) -> FewShotLearner:
-        """Train the encoder as a plain classifier over all the classes of ``labels`` (a linear head, dropped after).
+        """Train the encoder as a classifier over all the classes of ``labels`` (linear heads, dropped after).
 
         This is the "Baseline" of Chen et al. (A Closer Look at Few-shot Classification, 2019)
-        and the first stage of Meta-Baseline (Chen et al., 2021).
+        and the first stage of Meta-Baseline (Chen et al., 2021). With ``rotation_weight`` > 0 a
+        second head learns, from a turned copy of each batch, by how many quarter turns it was
+        turned (Gidaris et al., Boosting Few-Shot Visual Learning with Self-Supervision, 2019).
         """
         classes, y = np.unique(np.asarray(labels), return_inverse=True)
         y = torch.as_tensor(y)
-        head = nn.Linear(self.embedding_dim, len(classes))
-        params = [*self.encoder.parameters(), *head.parameters()]
+        head, rotation_head = nn.Linear(self.embedding_dim, len(classes)), nn.Linear(self.embedding_dim, 4)
+        params = [*self.encoder.parameters(), *head.parameters(), *rotation_head.parameters()]
         steps = max(1, round(self.pretrain_epochs * len(images) / batch_size))
         optimiser = torch.optim.AdamW(params, lr=self.pretrain_lr, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, self.pretrain_lr, total_steps=steps, pct_start=0.1)
@@ -153,8 +169,11 @@ class FewShotLearner(nn.Module):
                 idx = torch.randint(0, len(images), (batch_size,), generator=self._generator)
                 x = images[idx]
                 if self.augment:
-                    x = augment(x, self._generator, grey=0.3)
+                    x = augment(x, self._generator, grey=GREY_PROBABILITY)
                 loss = F.cross_entropy(head(self.embed(x)), y[idx])
+                if self.rotation_weight:
+                    turned, turns = rotated(x, self._generator)
+                    loss = loss + self.rotation_weight * F.cross_entropy(rotation_head(self.embed(turned)), turns)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -163,7 +182,8 @@ class FewShotLearner(nn.Module):
                 advance(step, f"step {step} loss {np.mean(losses[-50:]):.3f}")
         self.eval()
         self.history_["pretrain"] = {"classes": len(classes), "steps": steps, "batch_size": batch_size,
-                                     "epochs": self.pretrain_epochs, "seconds": time.monotonic() - start,
+                                     "epochs": self.pretrain_epochs, "rotation_weight": self.rotation_weight,
+                                     "seconds": time.monotonic() - start,
                                      "final_loss": float(np.mean(losses[-50:]))}
         return self
 
@@ -197,8 +217,9 @@ class FewShotLearner(nn.Module):
                       else False) as advance:
             for episode, task in enumerate(tasks, start=1):
                 if self.augment:
-                    task = Task(augment(task.support_x, self._generator), task.support_y,
-                                augment(task.query_x, self._generator), task.query_y, task.metadata)
+                    task = Task(augment(task.support_x, self._generator, grey=GREY_PROBABILITY), task.support_y,
+                                augment(task.query_x, self._generator, grey=GREY_PROBABILITY), task.query_y,
+                                task.metadata)
                 loss, logits = self.episode_loss(task)
                 optimiser.zero_grad()
                 loss.backward()
@@ -292,7 +313,7 @@ class FewShotLearner(nn.Module):
         for name in self.support_buffers:
             value = state_dict.get(prefix + name)
             if value is not None and name in self._buffers:
-                self._buffers[name] = torch.empty_like(value)
+                self._buffers[name] = torch.empty(value.shape, dtype=self._buffers[name].dtype)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def save(self, directory: str | Path) -> Path:

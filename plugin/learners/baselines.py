@@ -66,37 +66,48 @@ class ClassifierBaseline(FewShotLearner):
 
 
 class FineTuneBaseline(ClassifierBaseline):
-    """Fine-tuning (Dhillon et al., 2020, inductive): per task, the whole pre-trained network and a new
-    cosine classifier initialised at the support centroids are trained on the support set for
-    ``steps`` Adam steps (learning rate ``finetune_lr``, with augmentation), then predict.
+    """Fine-tuning (after Dhillon et al., 2020, inductive): per task, a new cosine classifier initialised
+    at the support centroids and the encoder's last block (``finetune="top"``) or all of it
+    (``finetune="all"``) are trained on the support set for ``steps`` Adam steps (learning rate
+    ``finetune_lr``), then predict. Batch-norm statistics stay those of pre-training.
     """
 
     embeds_independently = False
 
     def __init__(self, in_channels: int = 3, hidden: int = 64, depth: int = 4, steps: int = 25,
-                 finetune_lr: float = 1e-4, seed: int = 0, *, backbone: str = "conv4", image_size: int = 28,
-                 augment: bool = False, pretrain_epochs: float = 5.0, pretrain_lr: float = 2e-3) -> None:
+                 finetune_lr: float = 1e-3, finetune: str = "top", seed: int = 0, *, backbone: str = "conv4",
+                 image_size: int = 28, augment: bool = False, pretrain_epochs: float = 5.0,
+                 pretrain_lr: float = 2e-3) -> None:
         super().__init__(in_channels, hidden, depth, "centroid", 1.0, seed, backbone=backbone,
                          image_size=image_size, augment=augment, pretrain_epochs=pretrain_epochs,
                          pretrain_lr=pretrain_lr)
-        self.steps, self.finetune_lr = steps, finetune_lr
+        if finetune not in ("top", "all"):
+            raise ValueError(f"finetune must be 'top' or 'all', got {finetune!r}")
+        self.steps, self.finetune_lr, self.finetune = steps, finetune_lr, finetune
 
     def episode_logits(self, support_x, support_y, query_x, n_way):
         ys = torch.as_tensor(support_y)
-        encoder = copy.deepcopy(self.encoder).eval()  # eval: batch-norm statistics stay those of pre-training
+        self.eval()  # batch-norm statistics stay those of pre-training
+        if self.finetune == "top":  # the frozen trunk runs once; only the last block is trained
+            trunk, top = self.encoder.split()
+            with torch.no_grad():
+                support_x, query_x = trunk(support_x), trunk(query_x)
+            trainable = copy.deepcopy(top)
+        else:
+            trainable = copy.deepcopy(self.encoder)
         with torch.no_grad():
-            centres = F.normalize(prototypes(F.normalize(encoder(support_x), dim=1), ys, n_way), dim=1)
-        head = torch.nn.Parameter(centres.clone())
-        optimiser = torch.optim.Adam([*encoder.parameters(), head], lr=self.finetune_lr)
+            centres = prototypes(F.normalize(trainable(support_x), dim=1), ys, n_way)
+        head = torch.nn.Parameter(F.normalize(centres, dim=1))
+        optimiser = torch.optim.Adam([*trainable.parameters(), head], lr=self.finetune_lr)
         with torch.enable_grad():
             for _ in range(self.steps):
-                x = augment(support_x, self._generator) if self.augment else support_x
-                loss = F.cross_entropy(10 * F.normalize(encoder(x), dim=1) @ F.normalize(head, dim=1).T, ys)
+                x = augment(support_x, self._generator) if self.augment and self.finetune == "all" else support_x
+                loss = F.cross_entropy(10 * F.normalize(trainable(x), dim=1) @ F.normalize(head, dim=1).T, ys)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
         with torch.no_grad():
-            return 10 * F.normalize(encoder(query_x), dim=1) @ F.normalize(head, dim=1).T
+            return 10 * F.normalize(trainable(query_x), dim=1) @ F.normalize(head, dim=1).T
 
     def remember(self, support_x, support_y, classes=None):
         raise NotImplementedError("FineTuneBaseline adapts per task; it has no deployable support state")

@@ -28,6 +28,11 @@ class ConvEncoder(nn.Sequential):
         super().__init__(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out_features = hidden
 
+    def split(self) -> tuple[nn.Module, nn.Module]:
+        """``(trunk, top)``: every block but the last, and the last block with the pooling."""
+        blocks = list(self)
+        return nn.Sequential(*blocks[:-4]), nn.Sequential(*blocks[-4:])
+
 
 class ResNetEncoder(nn.Module):
     """A small 2-D residual network (MONAI's ``ResNet``, ResNet-10 layout: one basic block per stage).
@@ -50,6 +55,12 @@ class ResNetEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def split(self) -> tuple[nn.Module, nn.Module]:
+        """``(trunk, top)``: the stem and the first three stages, and the last stage with the pooling."""
+        net = self.net
+        return (nn.Sequential(net.conv1, net.bn1, net.act, net.layer1, net.layer2, net.layer3),
+                nn.Sequential(net.layer4, net.avgpool, nn.Flatten()))
 
 
 def make_encoder(kind: str, in_channels: int, hidden: int, depth: int) -> nn.Module:

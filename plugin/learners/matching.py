@@ -31,11 +31,12 @@ class MatchingNetwork(FewShotLearner):
                  fce_steps: int = 4, lr: float = 1e-3, max_episodes: int = 2000, max_seconds: float | None = None,
                  seed: int = 0, *, backbone: str = "conv4", n_classes: int = 0, n_support: int = 0,
                  image_size: int = 28, n_way: int = 5, k_shot: int = 5, n_query: int = 15, augment: bool = False,
-                 pretrain_epochs: float = 0.0, pretrain_lr: float = 2e-3, validate_every: int = 500) -> None:
+                 pretrain_epochs: float = 0.0, pretrain_lr: float = 2e-3, rotation_weight: float = 0.0,
+                 validate_every: int = 500) -> None:
         super().__init__(in_channels=in_channels, image_size=image_size, lr=lr, max_episodes=max_episodes,
                          max_seconds=max_seconds, seed=seed, n_way=n_way, k_shot=k_shot, n_query=n_query,
                          augment=augment, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
-                         validate_every=validate_every)
+                         rotation_weight=rotation_weight, validate_every=validate_every)
         self.hidden, self.depth, self.backbone, self.fce, self.fce_steps = hidden, depth, backbone, fce, fce_steps
         self.n_classes, self.n_support = n_classes, n_support
         self.encoder = make_encoder(backbone, in_channels, hidden, depth)

@@ -65,11 +65,11 @@ class PrototypicalNetwork(FewShotLearner):
                  seed: int = 0, *, backbone: str = "conv4", loss: str = "ce", margin: float = 0.5,
                  n_classes: int = 0, image_size: int = 28, n_way: int = 5, k_shot: int = 5, n_query: int = 15,
                  augment: bool = False, pretrain_epochs: float = 0.0, pretrain_lr: float = 2e-3,
-                 validate_every: int = 500) -> None:
+                 rotation_weight: float = 0.0, validate_every: int = 500) -> None:
         super().__init__(in_channels=in_channels, image_size=image_size, lr=lr, max_episodes=max_episodes,
                          max_seconds=max_seconds, seed=seed, n_way=n_way, k_shot=k_shot, n_query=n_query,
                          augment=augment, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
-                         validate_every=validate_every)
+                         rotation_weight=rotation_weight, validate_every=validate_every)
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
         if loss not in LOSSES:
