@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import sys
 import time
@@ -67,15 +68,19 @@ def trained(cache: Path, name: str, make, fit) -> tuple[object, dict]:
     return learner, {k: v for k, v in learner.history_.items() if not isinstance(v, list)}
 
 
-def baseline_methods(args, x, keys, reference) -> tuple[dict, dict]:
+def baseline_methods(args, x, keys) -> tuple[dict, dict]:
     """Closer-Look baselines (logistic regression / nearest centroid on frozen features) and fine-tuning.
 
-    "same backbone": the bundles' ResNet-10 encoder, pre-trained as a plain classifier for as many
-    epochs as the bundles' pre-training, with the same augmentation. "Conv-4": the paper's backbone.
+    "same backbone": the bundles' ResNet-10 encoder, pre-trained as a plain classifier with the
+    same augmentation for ``--baseline-epochs`` (by default twice the bundles' epochs: their
+    pre-training also runs the rotation task on a second copy of every batch, so this is the
+    same compute). "Conv-4": the paper's backbone.
     """
     methods, budgets = {}, {}
-    arch = {k: reference.get_params()[k] for k in ("in_channels", "hidden", "depth", "backbone", "image_size")}
-    epochs = reference.get_params()["pretrain_epochs"]
+    train_config = json.loads((BUNDLES / "fewshot_protonet_classification" / "configs" / "train.json").read_text())
+    reference = train_config["network_def"]
+    arch = {k: reference[k] for k in ("in_channels", "hidden", "depth", "backbone", "image_size")}
+    epochs = args.baseline_epochs or reference["pretrain_epochs"] * (2 if reference.get("rotation_weight") else 1)
     resnet, record = trained(args.cache, "closer_look_resnet",
                              lambda: ClassifierBaseline(**arch, head="logreg", augment=True, pretrain_epochs=epochs),
                              lambda m: m.fit(x, keys))
@@ -168,27 +173,31 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--queries", type=int, default=15)
     parser.add_argument("--peer-seconds", type=float, default=600.0)
+    parser.add_argument("--baseline-epochs", type=float, default=None)
     parser.add_argument("--conv4-epochs", type=float, default=10.0)
     parser.add_argument("--finetune-steps", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="Leave out learn2learn and easyfsl.")
+    parser.add_argument("--train-only", action="store_true", help="Train and cache the baselines and peers, then stop.")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fewshot_protocol")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(HERE))
 
     x, keys = meta_train_pool("train", 3, 28, args.data_dir)
-    methods, budgets = bundle_methods()
-    reference = methods["medmeta Prototypical (bundle)"]
-    more, more_budgets = baseline_methods(args, x, keys, reference)
-    methods.update(more)
-    budgets.update(more_budgets)
+    others, budgets = baseline_methods(args, x, keys)
     if not args.no_peers:
         more, more_budgets = peer_methods(args, x, keys)
-        methods.update(more)
+        others.update(more)
         budgets.update(more_budgets)
+    if args.train_only:
+        return
+    methods, more_budgets = bundle_methods()
+    methods.update(others)
+    budgets.update(more_budgets)
 
     accuracies: dict = {}
     start = time.monotonic()

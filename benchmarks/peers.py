@@ -2,17 +2,14 @@
 
 Install them with ``bash benchmarks/setup_peers.sh`` (into ``benchmarks/.peers``; never a medmeta
 dependency). Both import torchvision at import time, which has no CPU build here; nothing on
-their few-shot path with our own backbone uses it, so when it is missing an import hook serves
-empty placeholder modules (using anything from them raises). Each wrapper trains the peer's own
+their few-shot path with our own backbone uses it, so :func:`medmeta.compat.torchvision_placeholder`
+lets them import. Each wrapper trains the peer's own
 algorithm with its own code on our episodes and answers ``predict_proba(support_x, support_y,
 query_x)`` like a medmeta learner, so every method is scored on the same episodes.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import sys
 import time
 import types
@@ -24,39 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medmeta.compat import torchvision_placeholder
 from medmeta.learners.encoders import ConvEncoder
 from medmeta.tasks import Task
 
 PEERS = Path(__file__).resolve().parent / ".peers"
-
-
-class _Placeholder:
-    def __init__(self, *args, **kwargs):
-        raise RuntimeError("torchvision is not installed here; this part of a peer library is unavailable")
-
-
-class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves empty ``torchvision`` modules whose attributes are placeholders."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torchvision" or name.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = types.ModuleType(spec.name)
-        module.__path__ = []
-
-        def attribute(name: str):
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return _Placeholder
-
-        module.__getattr__ = attribute
-        return module
-
-    def exec_module(self, module):
-        pass
 
 
 def import_peers() -> tuple[types.ModuleType, types.ModuleType]:
@@ -65,8 +34,7 @@ def import_peers() -> tuple[types.ModuleType, types.ModuleType]:
         raise RuntimeError(f"{PEERS} is missing: run `bash benchmarks/setup_peers.sh` first")
     if str(PEERS) not in sys.path:
         sys.path.insert(0, str(PEERS))
-    if importlib.util.find_spec("torchvision") is None:
-        sys.meta_path.append(_PlaceholderFinder())
+    torchvision_placeholder()
     import easyfsl.methods
     import learn2learn
 

@@ -87,7 +87,11 @@ def load_bundle(bundle: str | Path) -> FewShotLearner:
 
 
 class AsChannelsd(MapTransform):
-    """Bring channel-first images to ``channels`` channels: grey is repeated, colour reduced to luma, alpha dropped."""
+    """Bring channel-first images to 2-D with ``channels`` channels.
+
+    Grey is repeated, colour reduced to luma, alpha dropped; a single-slice 3-D image (a DICOM
+    file read as a volume) loses its slice dimension.
+    """
 
     def __init__(self, keys: KeysCollection, channels: int = 3, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -99,6 +103,8 @@ class AsChannelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             x = d[key]
+            if x.ndim == 4 and 1 in x.shape[1:]:  # one slice of a volume
+                x = x.squeeze(1 + list(x.shape[1:]).index(1))
             if x.shape[0] == 4:  # RGBA
                 x = x[:3]
             if x.shape[0] == 2:  # grey + alpha
@@ -108,6 +114,23 @@ class AsChannelsd(MapTransform):
             elif x.shape[0] == 3 and self.channels == 1:
                 x = (x * _LUMA.to(x.dtype).view(3, *([1] * (x.ndim - 1)))).sum(0, keepdim=True)
             d[key] = x
+        return d
+
+
+class ScaleToUnitd(MapTransform):
+    """Bring intensities to [0, 1] as medmeta's learners were trained: 8-bit images divided by 255,
+    deeper ones (16-bit PNG, DICOM) scaled from their own minimum and maximum."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.dtype == torch.uint8:
+                d[key] = x.float() / 255
+            else:
+                x = x.float()
+                low, high = x.min(), x.max()
+                d[key] = (x - low) / (high - low) if high > low else torch.zeros_like(x)
         return d
 
 
@@ -196,8 +219,11 @@ def export(bundle: str | Path, memory: SupportMemory, out: str | Path) -> Path:
     for name in ("inference.json", "evaluate.json", "train.json"):
         path = out / "configs" / name
         config = json.loads(path.read_text())
-        if "n_support" in config.get("network_def", {}):
-            config["network_def"]["n_support"] = len(y)
+        network_def = config.get("network_def", {})
+        if "n_classes" in network_def:
+            network_def["n_classes"] = len(classes)
+        if "n_support" in network_def:
+            network_def["n_support"] = len(y)
         atomic_write(path, json.dumps(config, indent=4).encode())
     record = {"support": {"memory_version": memory.version, "encoder": memory.encoder, "cases": len(y),
                           "classes": memory.classes}, "exported_from": str(bundle)}

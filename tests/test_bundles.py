@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
 from PIL import Image
 
-from medmeta.bundle import AsChannelsd, bundle_root, class_names, load_bundle, read_metadata
+from medmeta.bundle import AsChannelsd, ScaleToUnitd, bundle_root, class_names, load_bundle, read_metadata
 from medmeta.imaging import to_tensor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +43,8 @@ def test_metadata_is_valid_against_the_shipped_schema(bundle):
     fmt = meta["network_data_format"]
     assert set(fmt["inputs"]) == {"image"} and set(fmt["outputs"]) == {"pred"}
     assert fmt["outputs"]["pred"]["num_channels"] == len(class_names(meta)) == 14
+    network_def = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+    assert network_def["n_classes"] == 14  # a literal: MONAI Label parses the config without the metadata
     for name in ("LICENSE", "docs/README.md", "docs/data_license.txt", "configs/train.json",
                  "configs/inference.json", "configs/evaluate.json", "models/model.pt", "models/training.json"):
         assert (bundle / name).is_file(), name
@@ -141,6 +143,14 @@ def test_channels_are_brought_to_what_the_network_expects():
     assert AsChannelsd("image", 3)({"image": rgba})["image"].shape == (3, 5, 5)
     one = AsChannelsd("image", 1)({"image": rgba[:3]})["image"]
     assert torch.allclose(one[0], 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2])
+    assert AsChannelsd("image", 3)({"image": torch.rand(1, 5, 6, 1)})["image"].shape == (3, 5, 6)  # a DICOM slice
+
+
+def test_intensities_are_scaled_as_in_training():
+    eight_bit = torch.tensor([[[0, 51, 255]]], dtype=torch.uint8)
+    assert torch.allclose(ScaleToUnitd("image")({"image": eight_bit})["image"], torch.tensor([[[0, 0.2, 1]]]))
+    ct = torch.tensor([[[-1000, 0, 1000]]], dtype=torch.int16)
+    assert torch.allclose(ScaleToUnitd("image")({"image": ct})["image"], torch.tensor([[[0, 0.5, 1]]]))
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=ids)
