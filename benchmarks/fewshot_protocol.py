@@ -108,14 +108,16 @@ def baseline_methods(args, x, keys) -> tuple[dict, dict]:
 
 
 def peer_methods(args, x, keys) -> tuple[dict, dict]:
-    """learn2learn and easyfsl, each meta-trained for ``--peer-seconds`` on 5-way 5-shot 15-query episodes."""
+    """learn2learn and easyfsl, each meta-trained for ``--peer-episodes`` 5-way 5-shot 15-query episodes.
+
+    A budget in episodes (not seconds) so that a busy machine does not cut a peer's training short.
+    """
     from peers import L2LMAML, EasyFSLMethod, L2LProto
 
     methods, budgets = {}, {}
-    for peer in (EasyFSLMethod("PrototypicalNetworks", max_seconds=args.peer_seconds),
-                 EasyFSLMethod("MatchingNetworks", max_seconds=args.peer_seconds),
-                 L2LProto(max_seconds=args.peer_seconds),
-                 L2LMAML(max_seconds=args.peer_seconds)):
+    budget = {"max_episodes": args.peer_episodes, "max_seconds": float("inf")}
+    for peer in (EasyFSLMethod("PrototypicalNetworks", **budget), EasyFSLMethod("MatchingNetworks", **budget),
+                 L2LProto(**budget), L2LMAML(**budget)):
         path = args.cache / f"peer_{peer.name.replace(' ', '_')}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=True)
@@ -166,13 +168,50 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def bundle_summaries(report: dict) -> None:
+    """Write each bundle's results into its docs/README.md (between markers) and metadata ``eval_metrics``."""
+    rows = report["results"]
+    baselines = [m for m in dict.fromkeys(r["method"] for r in rows) if not m.startswith("medmeta")]
+    for name, label in (("fewshot_protonet_classification", "medmeta Prototypical (bundle)"),
+                        ("fewshot_matching_classification", "medmeta Matching+FCE (bundle)")):
+        mine = [r for r in rows if r["method"] == label]
+        if not mine:
+            continue
+        lines = [f"Command: `{report['command']}` ({report['machine']}). {report['episodes']} episodes per cell, "
+                 f"{report['queries']} queries per class, the same episodes for every method; mean accuracy (%) "
+                 "± 95% CI half-width.", ""]
+        for bench in dict.fromkeys(r["benchmark"] for r in mine):
+            shots = sorted({r["shots"] for r in mine if r["benchmark"] == bench})
+            ways = next(r["ways"] for r in mine if r["benchmark"] == bench)
+            lines += [f"**{bench}** ({ways}-way)", "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
+                      "|---|" + "---|" * len(shots)]
+            for method in [label, *baselines]:
+                cells = [next((f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}" for r in rows
+                               if r["method"] == method and r["benchmark"] == bench and r["shots"] == k), "–")
+                         for k in shots]
+                shown = f"**{method}**" if method == label else method
+                lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+            lines.append("")
+        readme = BUNDLES / name / "docs" / "README.md"
+        text = readme.read_text()
+        start, end = "<!-- results:start -->", "<!-- results:end -->"
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            readme.write_text(head + start + "\n" + "\n".join(lines) + "\n" + end + rest.split(end, 1)[1])
+        meta_path = BUNDLES / name / "configs" / "metadata.json"
+        meta = json.loads(meta_path.read_text())
+        meta["eval_metrics"] = {f"{r['benchmark']}_{r['ways']}way_{r['shots']}shot_accuracy":
+                                round(r["accuracy"], 4) for r in mine}
+        meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--peer-seconds", type=float, default=600.0)
+    parser.add_argument("--peer-episodes", type=int, default=2000)
     parser.add_argument("--baseline-epochs", type=float, default=None)
     parser.add_argument("--conv4-epochs", type=float, default=10.0)
     parser.add_argument("--finetune-steps", type=int, default=25)
@@ -222,6 +261,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
     args.out.with_suffix(".md").write_text(markdown(report))
+    bundle_summaries(report)
     np.savez_compressed(args.cache / "episode_accuracies.npz",
                         **{"|".join(map(str, k)): v for k, v in accuracies.items()})
     print(markdown(report))

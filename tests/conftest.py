@@ -34,3 +34,14 @@ def full_data() -> Path:
     if FULL_DATA is None:
         pytest.skip(f"full data not found: set {ENV_VAR} to a copy of shared/data")
     return FULL_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on a shared 2-core machine run faster without thread contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,18 +17,12 @@ from PIL import Image
 from medmeta.bundle import AsChannelsd, ScaleToUnitd, bundle_root, class_names, load_bundle, read_metadata
 from medmeta.imaging import to_tensor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "monai_bundles" / "schema" / "meta_schema_20240725.json"
 BUNDLES = sorted(p for p in (REPO / "monai_bundles").glob("*_classification") if p.is_dir())
 ids = [b.name for b in BUNDLES]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_both_learner_families_are_bundled():

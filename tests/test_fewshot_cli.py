@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -11,17 +10,11 @@ from medmeta.cli import app, main
 from medmeta.errors import DataError
 from medmeta.paths import medmnist_file
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 PROTONET = REPO / "monai_bundles" / "fewshot_protonet_classification"
 MATCHING = REPO / "monai_bundles" / "fewshot_matching_classification"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def unseen_file(path: Path, counts=(30, 30, 30, 30, 20), size: int = 40) -> Path:

@@ -12,14 +12,7 @@ from medmeta.learners.protonet import contrastive_loss, triplet_loss
 from medmeta.protocol import meta_train_pool
 from medmeta.tasks import EpisodeSampler
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared machine run faster without thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_images(n_per_class: int = 30, n_classes: int = 6, channels: int = 3, size: int = 28, seed: int = 0):

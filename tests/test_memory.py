@@ -14,6 +14,8 @@ from medmeta.errors import DataError
 from medmeta.learners import MatchingNetwork, PrototypicalNetwork
 from medmeta.memory import MemoryStoreError, SupportMemory, fingerprint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def blobs(seed: int, n: int, level: int, size: int = 28, colour: bool = False) -> np.ndarray:
     """Images of one synthetic 'class': a bright square at a class-specific place, with noise."""
@@ -150,6 +152,7 @@ WRITER = """
 import sys, numpy as np
 from medmeta.learners import PrototypicalNetwork
 from medmeta.memory import SupportMemory
+
 memory = SupportMemory(sys.argv[1], PrototypicalNetwork(in_channels=1, hidden=8))
 rng = np.random.default_rng(int(sys.argv[2]))
 while True:
