@@ -45,3 +45,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def _fhir_server_running():
+    from fhir_server import RunningServer
+
+    with RunningServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fhir_server(_fhir_server_running):
+    """A FHIR test server on 127.0.0.1 (see ``tests/fhir_server.py``), emptied for each test."""
+    _fhir_server_running.reset()
+    return _fhir_server_running

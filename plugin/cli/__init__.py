@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 from rich.console import Console
 
-from medmeta.cli import demo, fewshot
+from medmeta.cli import batch, cgm, demo, fewshot, fhir, hba1c, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -19,6 +20,11 @@ app = typer.Typer(
 )
 app.command("demo")(demo.demo)
 app.add_typer(fewshot.app, name="fewshot")
+app.add_typer(fhir.app, name="fhir")
+app.add_typer(warfarin.app, name="warfarin")
+app.add_typer(cgm.app, name="cgm")
+app.add_typer(hba1c.app, name="hba1c")
+app.command("batch")(batch.batch)
 
 
 @app.callback()
@@ -29,6 +35,7 @@ def _root() -> None:
 def main() -> None:
     """Entry point of the ``medmeta`` script: medmeta's own errors print as one clear line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own chatter, unless asked for
     try:
         app()
     except MedmetaError as exc:

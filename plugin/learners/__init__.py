@@ -3,6 +3,7 @@
 from medmeta.learners.base import FewShotLearner, load_learner
 from medmeta.learners.baselines import ClassifierBaseline, FineTuneBaseline
 from medmeta.learners.matching import MatchingNetwork
+from medmeta.learners.maml import MAML, AdaptedModel, load_maml
 from medmeta.learners.protonet import PrototypicalNetwork
 
 #: Learners that :func:`load_learner` may rebuild from a saved ``config.json``, by class name.
@@ -10,5 +11,5 @@ LEARNERS: dict[str, type[FewShotLearner]] = {
     cls.__name__: cls for cls in (PrototypicalNetwork, MatchingNetwork, ClassifierBaseline, FineTuneBaseline)
 }
 
-__all__ = ["LEARNERS", "ClassifierBaseline", "FewShotLearner", "FineTuneBaseline", "MatchingNetwork",
-           "PrototypicalNetwork", "load_learner"]
+__all__ = ["LEARNERS", "MAML", "AdaptedModel", "ClassifierBaseline", "FewShotLearner", "FineTuneBaseline",
+           "MatchingNetwork", "PrototypicalNetwork", "load_learner", "load_maml"]
