@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -96,3 +97,48 @@ def settings() -> Settings:
 def source_key(s: Settings) -> str:
     """Identifies the loaded source in the caches."""
     return f"{s.source or 'sample'}|{s.home}"
+
+
+#: Cases of each class that a new support memory starts with (train images of the embedded MedMNIST samples).
+SEED_CASES_PER_CLASS = 10
+
+
+def bundles(folder: Path) -> list[Path]:
+    """The few-shot bundles in ``folder`` (those with ``configs/metadata.json`` and weights)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if (p / "configs" / "metadata.json").is_file() and (p / "models" / "model.pt").is_file())
+
+
+@st.cache_resource(show_spinner="Loading the few-shot bundle and its support memory...")
+def support_memory(bundle: str, home: str):
+    """The dashboard's support memory for ``bundle``, under ``home/support-memory/<bundle name>``.
+
+    A new memory starts with the bundle's own classes (its shipped support set's ``channel_def``),
+    :data:`SEED_CASES_PER_CLASS` train images each from the MedMNIST files of the data root, so
+    that every suggestion can show the stored cases it resembles as images.
+    """
+    from medmeta.bundle import load_bundle
+    from medmeta.memory import SupportMemory
+
+    learner = load_bundle(bundle)
+    memory = SupportMemory(Path(home) / "support-memory" / Path(bundle).name, learner)
+    if memory.version == 0:
+        _seed(memory, learner.classes_)
+    log.info("support memory of %s at version %d (%d cases)", Path(bundle).name, memory.version, len(memory))
+    return memory
+
+
+def _seed(memory, classes: list[str]) -> None:
+    from medmeta.datasets.medmnist import load_medmnist
+    from medmeta.paths import medmnist_file
+
+    for dataset in dict.fromkeys(c.split(":", 1)[0] for c in classes):
+        images = load_medmnist(medmnist_file(dataset), "train")
+        keys = images.item_keys()
+        for key in (c for c in classes if c.startswith(f"{dataset}:")):
+            index = np.flatnonzero(keys == key)[:SEED_CASES_PER_CLASS]
+            if len(index):
+                memory.add(images.images[index], key, [f"{dataset}.npz train #{i}" for i in index],
+                           note="initial support set: the bundle's classes, from the MedMNIST train split")

@@ -23,7 +23,10 @@ def render(ctx: Context) -> None:
                  column_config={"images": "images", "labs": "lab results", "cgm": "CGM readings",
                                 "genotype": st.column_config.CheckboxColumn("genotype")})
     if len(shown):
-        options = shown["patient"].tolist()
-        current = ctx.patient if ctx.patient in options else options[0]
-        st.selectbox("Open patient", options, index=options.index(current), key="patient-open",
-                     on_change=lambda: st.session_state.update(patient=st.session_state["patient-open"]))
+        st.selectbox("Open patient", shown["patient"].tolist(), index=None, placeholder="Choose a patient to open",
+                     key="patient-open", on_change=_open)
+
+
+def _open() -> None:
+    if st.session_state.get("patient-open"):
+        st.session_state["patient"] = st.session_state["patient-open"]

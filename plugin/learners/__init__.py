@@ -2,8 +2,8 @@
 
 from medmeta.learners.base import FewShotLearner, load_learner
 from medmeta.learners.baselines import ClassifierBaseline, FineTuneBaseline
-from medmeta.learners.matching import MatchingNetwork
 from medmeta.learners.maml import MAML, AdaptedModel, load_maml
+from medmeta.learners.matching import MatchingNetwork
 from medmeta.learners.protonet import PrototypicalNetwork
 
 #: Learners that :func:`load_learner` may rebuild from a saved ``config.json``, by class name.
