@@ -151,7 +151,8 @@ def _diagnose(ctx: Context, bundle: Path, memory, image: np.ndarray, origin: str
              .nlargest(10, "probability"))
     right.altair_chart(alt.Chart(frame).mark_bar().encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        y=alt.Y("class:N", sort="-x", title=None), tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
+        y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
+        tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         color=alt.condition(alt.datum["class"] == p.predicted, alt.value("#4c78a8"), alt.value("#9ecae9")),
     ).properties(title="Class probabilities (the 10 highest)", height=40 + 22 * len(frame)), width="stretch")
     st.subheader("Evidence: the most similar stored cases")
