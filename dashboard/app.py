@@ -1,6 +1,6 @@
 """The medmeta clinician dashboard: ``streamlit run dashboard/app.py`` or ``medmeta dashboard``.
 
-Opens on the embedded sample data with no set-up, or on the FHIR source, batch results and models
+Opens on the embedded sample data with no set-up, or on the FHIR source, models and bundles
 named in the environment (see :mod:`medmeta.dashboard.settings`).
 """
 

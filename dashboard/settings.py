@@ -1,10 +1,9 @@
-"""Where the dashboard finds its FHIR source, batch results, models and audit log.
+"""Where the dashboard finds its FHIR source, models, bundles and audit log.
 
 Set by ``medmeta dashboard`` (or the environment) before Streamlit starts:
 
 - ``MEDMETA_DASHBOARD_SOURCE``: a FHIR source (Bulk export folder, Bundle file or folder, server URL);
   default: the embedded sample export, built once under ``MEDMETA_HOME``;
-- ``MEDMETA_DASHBOARD_RESULTS``: a ``medmeta batch`` output folder to show beside the live suggestions;
 - ``MEDMETA_MODELS``: a folder laid out like ``models/`` (``warfarin/``, ``glucose/``); default: the shipped models;
 - ``MEDMETA_BUNDLES``: a folder of few-shot MONAI bundles; default: the repository's ``monai_bundles/``;
 - ``MEDMETA_AUDIT_DB``: the audit log (SQLite); default ``MEDMETA_HOME/audit.sqlite``;
@@ -22,7 +21,6 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Settings:
     source: str | None
-    results: Path | None
     models: Path | None
     audit_db: Path
     home: Path
@@ -31,11 +29,10 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(os.environ.get("MEDMETA_HOME", "~/.cache/medmeta")).expanduser()
-        results = os.environ.get("MEDMETA_DASHBOARD_RESULTS")
         models = os.environ.get("MEDMETA_MODELS")
         bundles = os.environ.get("MEDMETA_BUNDLES")
         return cls(source=os.environ.get("MEDMETA_DASHBOARD_SOURCE") or None,
-                   results=Path(results) if results else None, models=Path(models) if models else None,
+                   models=Path(models) if models else None,
                    audit_db=Path(os.environ.get("MEDMETA_AUDIT_DB") or home / "audit.sqlite"), home=home,
                    bundles=Path(bundles) if bundles else default_bundles())
 

@@ -14,9 +14,10 @@ import typer
 def dashboard(
     source: Annotated[str | None, typer.Option(help="FHIR source: Bulk export folder, Bundle file or folder, or "
                                                "server URL (default: the embedded sample export).")] = None,
-    results: Annotated[Path | None, typer.Option(help="A `medmeta batch` output folder to show.")] = None,
     models: Annotated[Path | None, typer.Option(help="Folder laid out like models/ (warfarin/, glucose/); "
                                                 "default: the shipped models.")] = None,
+    bundles: Annotated[Path | None, typer.Option(help="Folder of few-shot MONAI bundles; default: the "
+                                                 "repository's monai_bundles/.")] = None,
     audit_db: Annotated[Path | None, typer.Option(help="Audit log (SQLite); default MEDMETA_HOME/audit.sqlite.")
                         ] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
@@ -26,8 +27,8 @@ def dashboard(
     import medmeta.dashboard
 
     env = dict(os.environ)
-    for name, value in (("MEDMETA_DASHBOARD_SOURCE", source), ("MEDMETA_DASHBOARD_RESULTS", results),
-                        ("MEDMETA_MODELS", models), ("MEDMETA_AUDIT_DB", audit_db)):
+    for name, value in (("MEDMETA_DASHBOARD_SOURCE", source), ("MEDMETA_MODELS", models),
+                        ("MEDMETA_BUNDLES", bundles), ("MEDMETA_AUDIT_DB", audit_db)):
         if value is not None:
             env[name] = str(value)
     app = Path(medmeta.dashboard.__file__).parent / "app.py"
