@@ -15,7 +15,7 @@ log = logging.getLogger("medmeta.dashboard")
 
 
 def review(audit: AuditLog, *, user: str, patient: str, kind: str, model: str, version: str,
-           suggestion: dict[str, Any]) -> None:
+           suggestion: dict[str, Any], hint: str = "e.g. 35 mg/week") -> None:
     """Buttons to accept the suggestion or override it with a reason, recorded with user, time, patient,
     model version and the suggestion. The suggestion being shown is recorded once per session."""
     digest = hashlib.sha256(json.dumps(suggestion, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -37,7 +37,7 @@ def review(audit: AuditLog, *, user: str, patient: str, kind: str, model: str, v
         if accept.button("Accept", key=f"accept-{key}", disabled=not user, type="primary"):
             event("accepted")
             st.success("Accepted; recorded in the audit log.")
-        decision = override.text_input("Your decision", key=f"decision-{key}", placeholder="e.g. 35 mg/week")
+        decision = override.text_input("Your decision", key=f"decision-{key}", placeholder=hint)
         reason = override.text_input("Reason for overriding", key=f"reason-{key}")
         if override.button("Override", key=f"override-{key}", disabled=not user):
             if not reason.strip():

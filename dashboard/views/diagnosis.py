@@ -22,7 +22,7 @@ from PIL import Image
 from medmeta.dashboard import data
 from medmeta.dashboard.context import Context
 from medmeta.dashboard.review import review
-from medmeta.errors import DataError
+from medmeta.errors import DataError, MedmetaError
 
 log = logging.getLogger("medmeta.dashboard")
 
@@ -43,7 +43,11 @@ def render(ctx: Context) -> None:
         st.warning(f"No few-shot bundles found in {ctx.settings.bundles} (set MEDMETA_BUNDLES).")
         return
     bundle = st.radio("Few-shot bundle", folders, format_func=lambda p: p.name, horizontal=True, key="dx-bundle")
-    memory = data.support_memory(str(bundle), str(ctx.settings.home))
+    try:
+        memory = data.support_memory(str(bundle), str(ctx.settings.home))
+    except MedmetaError as exc:
+        st.error(f"The support memory of {bundle.name} cannot be opened: {exc}")
+        return
     chosen = _choose_image(ctx, bundle)
     if chosen is not None:
         image, origin = chosen
@@ -167,7 +171,7 @@ def _diagnose(ctx: Context, bundle: Path, memory, image: np.ndarray, origin: str
                   "evidence": [[e.case_id, e.label, round(e.similarity, 4)] for e in p.evidence]}
     review(ctx.audit, user=ctx.user, patient=str(ctx.patient or "unassigned"), kind="diagnosis", model=bundle.name,
            version=f"{meta.get('version', '?')} memory v{p.memory_version} encoder {p.encoder}",
-           suggestion=suggestion)
+           suggestion=suggestion, hint="e.g. the class you see")
 
 
 def _teach(ctx: Context, memory) -> None:
