@@ -36,6 +36,9 @@ from medmeta.protocol import meta_train_pool
 from medmeta.tasks import EpisodeSampler
 
 HERE = Path(__file__).resolve().parent
+PEER_NAMES = ("easyfsl_PrototypicalNetworks", "easyfsl_MatchingNetworks", "learn2learn_PrototypicalClassifier",
+              "learn2learn_MAML")
+FINETUNE = "Fine-tuning, last block + cosine head (same backbone)"
 BUNDLES = HERE.parent / "monai_bundles"
 
 
@@ -94,8 +97,8 @@ def baseline_methods(args, x, keys) -> tuple[dict, dict]:
     finetune = FineTuneBaseline(**{k: v for k, v in arch.items()}, steps=args.finetune_steps, finetune="top")
     finetune.load_state_dict({k: v for k, v in resnet.state_dict().items() if k.startswith("encoder.")},
                              strict=False)
-    methods["Fine-tuning, last block + cosine head (same backbone)"] = finetune.eval()
-    budgets["Fine-tuning, last block + cosine head (same backbone)"] = {
+    methods[FINETUNE] = finetune.eval()
+    budgets[FINETUNE] = {
         **budget, "per_task": f"{args.finetune_steps} Adam steps (lr 1e-3) on the support set"}
     conv4, record = trained(args.cache, "closer_look_conv4",
                             lambda: ClassifierBaseline(in_channels=3, hidden=64, depth=4, head="logreg", augment=True,
@@ -116,8 +119,12 @@ def peer_methods(args, x, keys) -> tuple[dict, dict]:
 
     methods, budgets = {}, {}
     budget = {"max_episodes": args.peer_episodes, "max_seconds": float("inf")}
-    for peer in (EasyFSLMethod("PrototypicalNetworks", **budget), EasyFSLMethod("MatchingNetworks", **budget),
-                 L2LProto(**budget), L2LMAML(**budget)):
+    every = {"easyfsl_PrototypicalNetworks": lambda: EasyFSLMethod("PrototypicalNetworks", **budget),
+             "easyfsl_MatchingNetworks": lambda: EasyFSLMethod("MatchingNetworks", **budget),
+             "learn2learn_PrototypicalClassifier": lambda: L2LProto(**budget),
+             "learn2learn_MAML": lambda: L2LMAML(**budget)}
+    for key in args.peers:
+        peer = every[key]()
         path = args.cache / f"peer_{peer.name.replace(' ', '_')}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=True)
@@ -133,10 +140,54 @@ def peer_methods(args, x, keys) -> tuple[dict, dict]:
     return methods, budgets
 
 
+def reductions(args) -> list[str]:
+    """What this run left out of the full protocol (600 episodes, 1/5/10 shots, every peer), in words."""
+    out = []
+    if args.episodes != 600 or sorted(args.shots) != [1, 5, 10]:
+        out.append(f"every method: {args.episodes} episodes per cell at {args.shots} shots")
+    if args.finetune_episodes or args.finetune_shots:
+        out.append(f"{FINETUNE}: only the first {args.finetune_episodes or args.episodes} episodes of each cell, "
+                   f"at {args.finetune_shots or args.shots} shots (it trains on every episode's support set)")
+    skipped_sets = [b for b in ("pneumonia", "breast", "organa-held-out", "meta-val") if b not in args.benchmarks]
+    if skipped_sets:
+        out.append(f"sets not run: {', '.join(skipped_sets)}")
+    left_out = [p for p in PEER_NAMES if args.no_peers or p not in args.peers]
+    if left_out:
+        out.append(f"peers not run: {', '.join(left_out)}")
+    return out
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Mean of ``a - b`` over the same episodes, with its Student-t 95% half-width."""
     d = np.asarray(a) - np.asarray(b)
     return float(d.mean()), float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def cell(rows: list[dict], method: str, shots: int, episodes: int) -> str:
+    """``accuracy ± ci`` (%) of one method at one shot count, "–" where not run, the episode count when fewer."""
+    found = [r for r in rows if r["method"] == method and r["shots"] == shots]
+    if not found:
+        return "–"
+    r = found[0]
+    fewer = f" ({r['episodes']} ep.)" if r["episodes"] != episodes else ""
+    return f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}{fewer}"
+
+
+def verdict(report: dict, ours: str) -> list[str]:
+    """The issue's goal, checked: at 5 shots, is ``ours`` better than every other method on every meta-test set?
+
+    "Better" means the paired 95% CI of the difference (same episodes) lies above zero.
+    """
+    lines = []
+    for d in (d for d in report["paired_5shot"] if d["ours"] == ours and d["benchmark"] != "meta-val"):
+        low, high = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
+        if low <= 0:
+            word = "worse than" if high < 0 else "not distinguishable from"
+            lines.append(f"{d['benchmark']}: {word} {d['other']} ({100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f} "
+                         "points)")
+    head = (f"Goal (beat every baseline and peer on every meta-test set at 5 shots) for {ours}: "
+            + ("met, every paired difference is above zero." if not lines else "NOT met:"))
+    return [head] + [f"- {line}" for line in lines]
 
 
 def markdown(report: dict) -> str:
@@ -145,24 +196,28 @@ def markdown(report: dict) -> str:
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
              f"Episodes: {report['episodes']} per cell, {report['queries']} queries per class, the same episodes "
              "for every method; mean accuracy (%) ± 95% CI half-width.", ""]
+    if report["reductions"]:
+        lines += ["Reduced from the full protocol in this run (to fit about an hour on a shared 2-core CPU):", ""]
+        lines += [f"- {r}" for r in report["reductions"]] + [""]
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
         sub = [r for r in rows if r["benchmark"] == bench]
         shots = sorted({r["shots"] for r in sub})
         lines += [f"## {bench} ({sub[0]['ways']}-way)", "", "| method | " + " | ".join(f"{k}-shot" for k in shots)
                   + " |", "|---|" + "---|" * len(shots)]
         for method in dict.fromkeys(r["method"] for r in sub):
-            cells = []
-            for k in shots:
-                [r] = [r for r in sub if r["method"] == method and r["shots"] == k]
-                cells.append(f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}")
+            cells = [cell(sub, method, k, report["episodes"]) for k in shots]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Paired differences at 5 shots (same episodes; percentage points, 95% CI)", "",
               "| benchmark | medmeta learner | vs | difference |", "|---|---|---|---|"]
     for d in report["paired_5shot"]:
+        fewer = f" ({d['episodes']} ep.)" if d["episodes"] != report["episodes"] else ""
         lines.append(f"| {d['benchmark']} | {d['ours']} | {d['other']} | "
-                     f"{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f} |")
-    lines += ["", "## Training budgets", "", "```json", json.dumps(report["budgets"], indent=1), "```", "",
+                     f"{100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f}{fewer} |")
+    lines += ["", "## Goal at 5 shots", ""]
+    for ours in dict.fromkeys(d["ours"] for d in report["paired_5shot"]):
+        lines += [*verdict(report, ours), ""]
+    lines += ["## Training budgets", "", "```json", json.dumps(report["budgets"], indent=1), "```", "",
               "The machine was shared with other jobs while this ran; speeds are rough. "
               + medmeta.DISCLAIMER]
     return "\n".join(lines) + "\n"
@@ -179,19 +234,21 @@ def bundle_summaries(report: dict) -> None:
             continue
         lines = [f"Command: `{report['command']}` ({report['machine']}). {report['episodes']} episodes per cell, "
                  f"{report['queries']} queries per class, the same episodes for every method; mean accuracy (%) "
-                 "± 95% CI half-width.", ""]
+                 "± 95% CI half-width. Full table, paired differences and training budgets: "
+                 "`benchmarks/results/fewshot_protocol.md`.", ""]
+        lines += [f"- reduced in this run: {r}" for r in report["reductions"]] + [""] * bool(report["reductions"])
         for bench in dict.fromkeys(r["benchmark"] for r in mine):
             shots = sorted({r["shots"] for r in mine if r["benchmark"] == bench})
             ways = next(r["ways"] for r in mine if r["benchmark"] == bench)
             lines += [f"**{bench}** ({ways}-way)", "", "| method | " + " | ".join(f"{k}-shot" for k in shots) + " |",
                       "|---|" + "---|" * len(shots)]
             for method in [label, *baselines]:
-                cells = [next((f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}" for r in rows
-                               if r["method"] == method and r["benchmark"] == bench and r["shots"] == k), "–")
+                cells = [cell([r for r in rows if r["benchmark"] == bench], method, k, report["episodes"])
                          for k in shots]
                 shown = f"**{method}**" if method == label else method
                 lines.append(f"| {shown} | " + " | ".join(cells) + " |")
             lines.append("")
+        lines += verdict(report, label)
         readme = BUNDLES / name / "docs" / "README.md"
         text = readme.read_text()
         start, end = "<!-- results:start -->", "<!-- results:end -->"
@@ -217,7 +274,16 @@ def main() -> None:
     parser.add_argument("--finetune-steps", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-peers", action="store_true", help="Leave out learn2learn and easyfsl.")
+    parser.add_argument("--peers", nargs="+", default=list(PEER_NAMES), choices=PEER_NAMES,
+                        help="Which peer implementations to train and score.")
+    parser.add_argument("--finetune-episodes", type=int, default=None,
+                        help="Score fine-tuning (the slow baseline: training per episode) on only the first N "
+                             "of the same episodes (default: all).")
+    parser.add_argument("--finetune-shots", type=int, nargs="+", default=None,
+                        help="Score fine-tuning at these shots only (default: all).")
     parser.add_argument("--train-only", action="store_true", help="Train and cache the baselines and peers, then stop.")
+    parser.add_argument("--benchmarks", nargs="+", default=["pneumonia", "breast", "organa-held-out", "meta-val"],
+                        help="Which sets to score, in this order.")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fewshot_protocol")
     args = parser.parse_args()
@@ -240,22 +306,49 @@ def main() -> None:
 
     accuracies: dict = {}
     start = time.monotonic()
-    results = protocol_results(methods, args.data_dir, shots=args.shots, episodes=args.episodes,
-                               queries=args.queries, accuracies=accuracies)
+    reduced = {}
+    if args.finetune_episodes or args.finetune_shots:  # the same seeded episodes: the first N of each cell
+        reduced = {FINETUNE: methods.pop(FINETUNE)}
+        budgets[FINETUNE]["scored_on"] = (f"the first {args.finetune_episodes or args.episodes} of the "
+                                          f"{args.episodes} episodes, at {args.finetune_shots or args.shots} shots")
+    # the meta-test sets first, meta-validation last; the report is rewritten after each, so that a
+    # run stopped early still leaves what it measured (the sets not reached are listed as such)
+    order = [*args.benchmarks]
+    results: list[dict] = []
+    for n, bench in enumerate(order):
+        results += protocol_results(methods, args.data_dir, shots=args.shots, episodes=args.episodes,
+                                    queries=args.queries, accuracies=accuracies, benchmarks=[bench])
+        if reduced:
+            results += protocol_results(reduced, args.data_dir, shots=args.finetune_shots or args.shots,
+                                        episodes=args.finetune_episodes or args.episodes, queries=args.queries,
+                                        accuracies=accuracies, benchmarks=[bench])
+        write_report(args, {**methods, **reduced}, budgets, results, accuracies, time.monotonic() - start,
+                     not_reached=order[n + 1:])
+    print(markdown(json.loads(args.out.with_suffix(".json").read_text())))
+
+
+def write_report(args, methods: dict, budgets: dict, results: list[dict], accuracies: dict, seconds: float,
+                 not_reached: list[str]) -> None:
+    """``fewshot_protocol.{json,md}``, the bundles' result sections and the per-episode accuracies."""
     ours = [m for m in methods if m.startswith("medmeta")]
     paired = []
     for bench in dict.fromkeys(r["benchmark"] for r in results):
         for mine in ours:
             for other in (m for m in methods if m not in ours):
                 if (bench, 5, other) in accuracies:
-                    mean, ci = paired_difference(accuracies[(bench, 5, mine)], accuracies[(bench, 5, other)])
-                    paired.append({"benchmark": bench, "ours": mine, "other": other, "mean": mean, "ci95": ci})
+                    theirs = accuracies[(bench, 5, other)]  # a prefix of the same episodes when reduced
+                    mean, ci = paired_difference(accuracies[(bench, 5, mine)][:len(theirs)], theirs)
+                    paired.append({"benchmark": bench, "ours": mine, "other": other, "mean": mean, "ci95": ci,
+                                   "episodes": len(theirs)})
+    notes = reductions(args) + ([f"not reached before the run stopped: {', '.join(not_reached)}"]
+                                if not_reached else [])
     report = {
         "command": "python benchmarks/fewshot_protocol.py " + " ".join(sys.argv[1:]),
+        "reductions": notes,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} torch "
                    f"thread(s), shared with other jobs; python {platform.python_version()}, torch {torch.__version__}",
         "episodes": args.episodes, "queries": args.queries, "shots": args.shots,
-        "evaluation_seconds": round(time.monotonic() - start), "budgets": budgets, "results": results,
+        "evaluation_seconds": round(seconds), "budgets": budgets, "results": results,
         "paired_5shot": paired, "medmeta_version": medmeta.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +357,6 @@ def main() -> None:
     bundle_summaries(report)
     np.savez_compressed(args.cache / "episode_accuracies.npz",
                         **{"|".join(map(str, k)): v for k, v in accuracies.items()})
-    print(markdown(report))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from medmeta.evaluation import draw_episodes, episode_accuracies
-from medmeta.learners import MatchingNetwork, PrototypicalNetwork, load_learner
+from medmeta.learners import MAMLClassifier, MatchingNetwork, PrototypicalNetwork, load_learner
 from medmeta.learners.base import rotated
 from medmeta.learners.baselines import ClassifierBaseline, FineTuneBaseline
 from medmeta.learners.encoders import make_encoder
@@ -149,3 +149,24 @@ def test_settings_are_checked():
         MatchingNetwork(backbone="resnet", depth=3)
     with pytest.raises(ValueError, match="head"):
         ClassifierBaseline(head="svm")
+
+
+@pytest.mark.parametrize("first_order", [True, False])
+def test_maml_learns_an_initialisation_that_adapts_to_unseen_classes(first_order, tmp_path):
+    x, y = toy_images(n_per_class=20, n_classes=6)
+    train = y < 4  # meta-train on four square positions, test 2-way on the other two
+    episodes = draw_episodes(y[~train], 2, 5, 5, 20, seed=1)
+    learner = MAMLClassifier(hidden=16, depth=3, first_order=first_order, inner_steps=3, n_way=3, k_shot=5,
+                             n_query=5, max_episodes=25 if first_order else 3)
+    before = episode_accuracies(learner, x[~train], episodes).mean()
+    learner.meta_fit(EpisodeSampler(y[train], 3, 5, 5, seed=0).tasks(x[train]), show_progress=False)
+    assert learner.history_["episodes"] == learner.max_episodes
+    if first_order:  # the zero-initialised head starts at chance; after meta-training a few steps suffice
+        assert before == pytest.approx(0.5) and episode_accuracies(learner, x[~train], episodes).mean() >= 0.85
+    saved = load_learner(learner.save(tmp_path / "maml"))
+    assert isinstance(saved, MAMLClassifier) and saved.first_order is first_order
+    ep = episodes[0]
+    assert np.allclose(saved.predict_proba(x[~train][ep.support], ep.support_labels, x[~train][ep.query]),
+                       learner.predict_proba(x[~train][ep.support], ep.support_labels, x[~train][ep.query]), atol=1e-5)
+    with pytest.raises(NotImplementedError, match="no deployable support state"):
+        learner.remember(x[:4], np.array([0, 0, 1, 1]))
