@@ -76,7 +76,8 @@ class DiagnosisScorer:
         self.top_k, self.cases_per_class = top_k, cases_per_class
         self._classes = list(meta["network_data_format"]["outputs"]["pred"]["channel_def"].values())
         checksum = hashlib.sha256((self.bundle / MODEL_FILE).read_bytes()).hexdigest()
-        self.model = ModelInfo(self.bundle.name, f"{meta['version']} (medmeta {medmeta.__version__})", checksum)
+        self.model = ModelInfo(self.name, f"{self.bundle.name} {meta['version']}, medmeta {medmeta.__version__}",
+                               checksum)
         self._store = None
         self._tmp: tempfile.TemporaryDirectory | None = None
 
