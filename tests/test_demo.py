@@ -10,7 +10,11 @@ from medmeta.cli import app
 def test_demo_scores_the_sample_export_end_to_end(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "medmeta dashboard --source" in result.output and "not for clinical use" in result.output
+    assert "not for clinical use" in result.output
+    hint = " ".join(result.output.split()).split("medmeta dashboard ")[1].split()
+    assert hint[:2] == ["--source", str(tmp_path / "export")]
+    dashboard_help = CliRunner().invoke(app, ["dashboard", "--help"]).output
+    assert all(option in dashboard_help for option in hint if option.startswith("--"))  # a command that works
     manifest = json.loads((tmp_path / "results" / "manifest.json").read_text())
     contents = json.loads((tmp_path / "export.json").read_text())
     p = manifest["counts"]["patients"]
