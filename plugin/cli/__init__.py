@@ -7,7 +7,7 @@ import logging
 import typer
 from rich.console import Console
 
-from medmeta.cli import cgm, demo, fhir, warfarin
+from medmeta.cli import cgm, demo, federated, fhir, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command("demo")(demo.demo)
 app.add_typer(fhir.app, name="fhir")
 app.add_typer(warfarin.app, name="warfarin")
 app.add_typer(cgm.app, name="cgm")
+app.add_typer(federated.app, name="federated")
 
 
 @app.callback()
