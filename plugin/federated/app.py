@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import flwr
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
@@ -109,19 +110,22 @@ def _failure(reply: Message) -> str:
 
 
 class PerFedAvg(FedAvg):
-    """FedAvg over the clients' locally meta-trained parameters (Per-FedAvg), weighted by ``weight``.
+    """FedAvg over the clients' locally meta-trained parameters (Per-FedAvg), weighted by the clients' ``weight``
+    (or equally with ``uniform``, as differential privacy's noise calibration assumes).
 
     Every connected client is asked each round; whoever fails or times out is left out of the average.
-    Records, per round, who answered and the payload bytes each way.
+    Records, per round, who answered, the payload bytes each way and the size (L2 norm) of the updates.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, uniform: bool = False) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1,
                          weighted_by_key="weight")
+        self.uniform = uniform
         self.rounds: dict[int, dict[str, Any]] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self._sent = [a.numpy() for a in arrays.values()]
         messages = list(super().configure_train(server_round, arrays, config, grid))
         self.rounds[server_round] = {"round": server_round, "asked": len(messages), "started": time.monotonic(),
                                      "bytes_to_client": payload_bytes(messages[0].content) if messages else 0}
@@ -138,6 +142,12 @@ class PerFedAvg(FedAvg):
                                                                                if r.has_error()}),
                       bytes_from_client=round(sum(sizes) / len(sizes)) if sizes else 0,
                       bytes_from_client_max=max(sizes, default=0))
+        norms = [float(np.sqrt(sum(np.sum((a.numpy() - b) ** 2) for a, b in
+                                    zip(r.content["arrays"].values(), self._sent, strict=True)))) for r in ok]
+        record["update_norm_median"] = float(np.median(norms)) if norms else None
+        if self.uniform:
+            for r in ok:
+                r.content["metrics"]["weight"] = 1.0
         arrays, metrics = super().aggregate_train(server_round, ok)
         record["loss"] = float(metrics["loss"]) if metrics else None
         record["seconds"] = round(time.monotonic() - record.pop("started"), 2)
@@ -179,7 +189,7 @@ def run_server(grid: Grid, settings: FederatedSettings, on_round: OnRound | None
     config["setup"] = json.dumps(setup)
 
     clients = statistics["replied"]
-    strategy = PerFedAvg()
+    strategy = PerFedAvg(uniform=settings.dp_clip > 0)
     wrapped = strategy if not settings.dp_clip else DifferentialPrivacyServerSideFixedClipping(
         strategy, settings.dp_noise, settings.dp_clip, num_sampled_clients=clients)
     with progress(f"Federated meta-training ({settings.task}, {clients} clients)", settings.rounds) as advance:

@@ -18,8 +18,8 @@ class FederatedSettings:
     ``clients`` = 0 means one client per partition; fewer takes the first ones (CGM subjects in id order,
     patient groups largest first). A round waits at most ``round_timeout`` seconds for replies; clients that
     fail or do not answer in time are left out of that round. ``dp_clip`` > 0 clips each client's update to
-    that L2 norm on the server and ``dp_noise`` adds Gaussian noise of ``dp_noise * dp_clip / clients`` to the
-    average (Flower's server-side fixed clipping).
+    that L2 norm on the server, weights clients equally and ``dp_noise`` adds Gaussian noise of standard deviation
+    ``dp_noise * dp_clip / clients`` to the average (Flower's server-side fixed clipping).
     """
 
     task: str
