@@ -15,7 +15,7 @@ from medmeta.errors import MedmetaError
 from medmeta.fhir.normalise import FhirTables
 from medmeta.fhir.sources import Entry, bundle_entries, iter_entries, list_files
 from medmeta.fhir.validation import USED_TYPES
-from medmeta.fhir.writers import FHIR_JSON, FhirServerError, outcome_text
+from medmeta.fhir.writers import FHIR_JSON, FhirServerError, outcome_text, retry_after_seconds
 
 
 class FhirClient:
@@ -84,7 +84,8 @@ class FhirClient:
                                       outcome)
             if time.monotonic() > deadline:
                 raise MedmetaError(f"$export not complete after {self.poll_limit_s:.0f} s")
-            time.sleep(_retry_after(status.headers.get("Retry-After")))
+            wait = retry_after_seconds(status.headers.get("Retry-After"))
+            time.sleep(1.0 if wait is None else wait)
         files = []
         headers = {"Accept": "application/fhir+ndjson"}
         for i, item in enumerate(manifest.get("output") or []):
@@ -122,10 +123,3 @@ class FhirClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _retry_after(value: str | None, default: float = 1.0) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds; an HTTP date counts as the default)."""
-    try:
-        return max(0.0, float(value)) if value is not None else default
-    except ValueError:
-        return default

@@ -19,7 +19,7 @@ import pandas as pd
 from medmeta.datasets.warfarin import _DRUGS, INDICATIONS, indication_codes
 from medmeta.fhir import genomics
 from medmeta.fhir import terminology as t
-from medmeta.fhir.normalise import FhirTables
+from medmeta.fhir.normalise import FhirTables, measurements, taken_medications
 
 DRUGS = tuple(_DRUGS.values())
 DRUG_LABELS = {name: label for label, name in _DRUGS.items()}
@@ -267,7 +267,7 @@ def _any_true(values: pd.DataFrame) -> pd.Series:
 
 def _weekly_mg(meds: pd.DataFrame) -> pd.Series:
     """Dose in mg per week (exact for a dose given per week)."""
-    days = meds["period_unit"].map(_PERIOD_DAYS) * meds["period"]
+    days = meds["period_unit"].map(_PERIOD_DAYS).astype("float64") * meds["period"]
     mg = meds["dose"].where(meds["dose_unit"].isin(["mg", "milligram"]))
     return mg * meds["frequency"].astype("float64") * (7.0 / days)
 
@@ -301,7 +301,7 @@ def iwpc_frame(tables: FhirTables) -> pd.DataFrame:
     frame["race"] = p["race"].astype("string")
     frame["ethnicity"] = p["ethnicity"].astype("string")
 
-    obs = tables.observations
+    obs = measurements(tables.observations)
     is_loinc = obs["system"] == t.LOINC
     band = _latest(obs, is_loinc & (obs["code"] == t.AGE_GROUP), "value_code")
     age_decade = ids.map(pd.to_numeric(band.str[0], errors="coerce"))  # "60-69" -> 6, "90+" -> 9
@@ -320,7 +320,7 @@ def iwpc_frame(tables: FhirTables) -> pd.DataFrame:
     valid = ~cond["verification_status"].isin(["entered-in-error"])
     cond = cond.assign(column=column, truth=~refuted)[valid & column.notna()]
 
-    meds = tables.medications
+    meds = taken_medications(tables.medications)
     warfarin = meds[_has_code(meds["codes"], t.RXNORM, t.RXNORM_WARFARIN)
                     | meds["display"].fillna("").str.lower().str.contains("warfarin")]
     reasons = warfarin[["patient_id", "reason_ids", "reason_codes"]].copy()

@@ -32,13 +32,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                     "period_unit", "dosage_text", "reason_codes", "reason_ids"),
     "goals": ("goal_id", "patient_id", "measure_code", "target_value", "target_unit", "status", "description"),
     "genotypes": ("observation_id", "patient_id", "time", "kind", "gene", "marker", "call", "raw"),
+    "images": ("media_id", "patient_id", "time", "content_type", "modality", "body_site", "title", "data", "url"),
 }
 _TIME_COLUMNS = {"birth_date", "deceased_time", "time", "onset", "abatement", "recorded", "end"}
 _FLOAT_COLUMNS = {"age", "value", "value_raw", "dose", "period", "target_value"}
 _BOOL_COLUMNS = {"deceased"}
 _INT_COLUMNS = {"frequency"}
 _OWNER = {"Patient": "patients", "Observation": "observations", "Condition": "conditions",
-          "MedicationRequest": "medications", "MedicationStatement": "medications", "Goal": "goals"}
+          "MedicationRequest": "medications", "MedicationStatement": "medications", "Goal": "goals",
+          "Media": "images"}
 _PREFERRED = {"observations": t.LOINC, "conditions": t.SNOMED, "medications": t.RXNORM, "goals": t.LOINC}
 PGX_COLUMNS = ("patient_id", "cyp2c9", "cyp2c9_activity_score", "cyp2c9_phenotype",
                *(f"vkorc1_{m}" for m in genomics.VKORC1_SNPS))
@@ -83,6 +85,8 @@ class FhirTables:
     medications: pd.DataFrame
     goals: pd.DataFrame
     genotypes: pd.DataFrame
+    #: images attached to the record (FHIR Media): inline base64 ``data`` or a ``url``.
+    images: pd.DataFrame
     #: one row per patient with genomic results: CYP2C9 diplotype, activity score, phenotype, VKORC1 SNPs.
     pgx: pd.DataFrame
     rejected: list[Rejection]
@@ -90,7 +94,7 @@ class FhirTables:
     #: codes and units kept as they were (not standardised), with counts and an example resource.
     unmapped: pd.DataFrame
 
-    TABLES = ("patients", "observations", "conditions", "medications", "goals", "genotypes", "pgx")
+    TABLES = ("patients", "observations", "conditions", "medications", "goals", "genotypes", "images", "pgx")
 
 
 def _concept(cc, preferred: str | None) -> tuple[str | None, str | None, str | None]:
@@ -367,6 +371,15 @@ class Normaliser:
                                 g.lifecycleStatus, g.description.text or _concept(g.description, None)[2]))
         self._needs_patient.append(("Goal", g.id, pid, e.source, e.row))
 
+    def _media(self, m, e: Entry) -> None:
+        pid = self._patient_id(m.subject, e.urls)
+        c = m.content
+        if not (c.data or c.url):
+            raise ValueError("Media.content has neither data nor url")
+        self.rows["images"].add((m.id, pid, m.createdDateTime, c.contentType, _concept(m.modality, None)[1],
+                                 _concept(m.bodySite, t.SNOMED)[2], c.title, c.data, c.url))
+        self._needs_patient.append(("Media", m.id, pid, e.source, e.row))
+
     # -- the end -----------------------------------------------------------------------------------------
     def finish(self) -> FhirTables:
         """Reject resources whose patient is absent, type the columns, derive ages and pharmacogenomics."""
@@ -392,6 +405,16 @@ class Normaliser:
         )
         return FhirTables(**frames, pgx=pharmacogenomics(frames["genotypes"]), rejected=self.rejected,
                           counts=self.counts, unmapped=unmapped)
+
+
+def measurements(obs: pd.DataFrame) -> pd.DataFrame:
+    """Observations that are measurements: status final, amended or corrected (forecasts are preliminary)."""
+    return obs[obs["status"].isin(t.MEASURED)]
+
+
+def taken_medications(meds: pd.DataFrame) -> pd.DataFrame:
+    """Medication records that say a drug is or was given: not proposals, plans or drafts (such as medmeta's)."""
+    return meds[~(meds["intent"].isin(t.NOT_TAKEN_INTENTS) | meds["status"].isin(t.NOT_TAKEN_STATUSES))]
 
 
 def _ages(frames: dict[str, pd.DataFrame]) -> pd.Series:

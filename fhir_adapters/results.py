@@ -69,18 +69,21 @@ def risk_assessment(patient_id: str, probabilities: dict[tuple[str, str, str], f
 def dose_proposal(patient_id: str, medication: tuple[str, str, str], dose: float, unit: str, model: ModelInfo, *,
                   per: tuple[float, str] = (1, "wk"), interval: tuple[float, float, float] | None = None,
                   supporting: Sequence[str] = (), factors: Sequence[str] = (), rid: str | None = None,
-                  authored: str | None = None) -> dict[str, Any]:
+                  authored: str | None = None, note: str | None = None) -> dict[str, Any]:
     """A dose suggestion as a MedicationRequest with ``intent=proposal``.
 
     ``medication`` is ``(system, code, display)``; the dose is ``dose`` ``unit`` per ``per``
     (``(1, "wk")``: per week). ``interval`` is ``(low, high, level)`` of the prediction interval,
-    ``supporting`` references the inputs (genotype Observations), ``factors`` names what moved the dose.
+    ``supporting`` references the inputs (genotype Observations), ``factors`` names what moved the dose,
+    ``note`` adds text to the decision-support note.
     """
     system, code, display = medication
-    text = f"{dose:.1f} {unit} per {per[0]:g} {per[1]} (suggested)"
+    rate = f"{unit} per {per[0]:g} {per[1]}"
+    text = f"{dose:.1f} {rate} (suggested)"
     if interval:
-        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {unit}"
-    note = DECISION_SUPPORT + (f" Main factors: {', '.join(factors)}." if factors else "")
+        text += f"; {interval[2]:.0%} prediction interval {interval[0]:.1f}-{interval[1]:.1f} {rate}"
+    note = " ".join([DECISION_SUPPORT, *([f"Main factors: {', '.join(factors)}."] if factors else []),
+                     *([note] if note else [])])
     r: dict[str, Any] = {
         "resourceType": "MedicationRequest", "id": rid or _id(), "status": "draft", "intent": "proposal",
         "medicationCodeableConcept": {"coding": [{"system": system, "code": code, "display": display}],
@@ -101,14 +104,14 @@ def dose_proposal(patient_id: str, medication: tuple[str, str, str], dose: float
 
 def forecast(patient_id: str, code: tuple[str, str, str], value: float, unit: str, when: str, model: ModelInfo, *,
              derived_from: Sequence[str] = (), interval: tuple[float, float] | None = None,
-             rid: str | None = None) -> dict[str, Any]:
+             rid: str | None = None, issued: str | None = None) -> dict[str, Any]:
     """A forecast value (e.g. glucose in 30 minutes) as an Observation with ``derivedFrom`` its inputs."""
     system, c, display = code
     r: dict[str, Any] = {
         "resourceType": "Observation", "id": rid or _id(), "status": "preliminary",
         "category": [{"coding": [{"system": t.OBSERVATION_CATEGORY, "code": "laboratory"}]}],
         "code": {"coding": [{"system": system, "code": c, "display": display}], "text": f"Forecast: {display}"},
-        "subject": _ref(f"Patient/{patient_id}"), "effectiveDateTime": when, "issued": _now(),
+        "subject": _ref(f"Patient/{patient_id}"), "effectiveDateTime": when, "issued": issued or _now(),
         "valueQuantity": {"value": float(value), "unit": unit, "system": t.UCUM, "code": unit},
         "method": model.method(),
         "note": [{"text": DECISION_SUPPORT + " This value is a forecast, not a measurement."}],
@@ -122,26 +125,27 @@ def forecast(patient_id: str, code: tuple[str, str, str], value: float, unit: st
     return validate_r4(r)
 
 
-def provenance(targets: Sequence[str], model: ModelInfo, *, recorded: str | None = None,
+def provenance(targets: Sequence[str], model: ModelInfo | Sequence[ModelInfo], *, recorded: str | None = None,
                rid: str | None = None, inputs: Sequence[str] = ()) -> dict[str, Any]:
-    """One Provenance for a run: what it produced (``targets``), with the model's name, version and checksum."""
+    """One Provenance for a run: what it produced (``targets``), with each model's name, version and checksum."""
     if not targets:
         raise ValueError("a Provenance needs at least one target")
-    agent_text = f"{model.name} {model.version}" + (f" (sha256 {model.checksum})" if model.checksum else "")
+    models = [model] if isinstance(model, ModelInfo) else list(model)
+    participant = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                               "code": "assembler"}]}
     r: dict[str, Any] = {
         "resourceType": "Provenance", "id": rid or _id(), "target": [_ref(x) for x in targets],
         "recorded": recorded or _now(),
-        "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                        "code": "assembler"}]},
-                   "who": {"identifier": {"system": MEDMETA_DEVICE, "value": f"{model.name}:{model.version}"},
-                           "display": agent_text}}],
+        "agent": [{"type": participant,
+                   "who": {"identifier": {"system": MEDMETA_DEVICE, "value": f"{m.name}:{m.version}"},
+                           "display": f"{m.name} {m.version}" + (f" (sha256 {m.checksum})" if m.checksum else "")}}
+                  for m in models],
         "reason": [{"text": DECISION_SUPPORT}],
+        "entity": [{"role": "source", "what": {"identifier": {"system": "urn:medmeta:sha256", "value": m.checksum},
+                                               "display": f"model weights of {m.name} {m.version}"}}
+                   for m in models if m.checksum],
     }
-    if model.checksum:
-        r["entity"] = [{"role": "source", "what": {"identifier": {"system": "urn:medmeta:sha256",
-                                                                  "value": model.checksum},
-                                                   "display": f"model weights of {model.name} {model.version}"}}]
-    r.setdefault("entity", []).extend({"role": "source", "what": _ref(i)} for i in inputs)
+    r["entity"].extend({"role": "source", "what": _ref(i)} for i in inputs)
     if not r["entity"]:
         del r["entity"]
     return validate_r4(r)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from medmeta.fhir import terminology as t
-from medmeta.fhir.normalise import FhirTables
+from medmeta.fhir.normalise import FhirTables, measurements, taken_medications
 from medmeta.tasks import Task
 
 #: Diabetes medication classes of the Synthea data, matched by name in the medication's text.
@@ -40,6 +40,51 @@ def _treatment_matrix(meds: pd.DataFrame, treatments: dict[str, tuple[str, ...]]
     return meds.assign(treatment=cls).dropna(subset=["treatment", "time"])
 
 
+class _Examples:
+    """The feature rows of one source: what was recorded strictly before a time, per patient."""
+
+    def __init__(self, tables: FhirTables, outcome: str, features: Sequence[str],
+                 treatments: dict[str, tuple[str, ...]]) -> None:
+        obs = measurements(tables.observations)
+        obs = obs[(obs["system"] == t.LOINC) & obs["value"].notna() & obs["time"].notna()]
+        self.outcomes = obs[obs["code"] == outcome].sort_values(["patient_id", "time"], kind="stable")
+        self.feature_obs = {
+            f: {pid: (g["time"].to_numpy(), g["value"].to_numpy(dtype=float))
+                for pid, g in obs[obs["code"] == f].sort_values("time", kind="stable").groupby("patient_id")}
+            for f in features}
+        self.births = tables.patients.set_index("patient_id")["birth_date"]
+        self.meds = _treatment_matrix(taken_medications(tables.medications), treatments)
+        self.features, self.treatments = tuple(features), tuple(treatments)
+        self.names = ["previous", "days_since_previous", *features, *(f"has_{f}" for f in features), "age",
+                      *treatments]
+
+    def row(self, pid: str, now: np.datetime64, times: np.ndarray, values: np.ndarray,
+            pmeds: pd.DataFrame) -> tuple[list[float], np.datetime64] | None:
+        """Features at ``now`` from the patient's outcomes (``times``, ``values``) strictly before it."""
+        prev = np.flatnonzero(times < now)
+        if len(prev) == 0:
+            return None
+        j = prev[-1]
+        row = [values[j], (now - times[j]) / np.timedelta64(1, "D")]
+        latest_used = times[j]
+        vals, has = [], []
+        for f in self.features:
+            f_times, f_values = self.feature_obs[f].get(pid, (times[:0], values[:0]))
+            n = int(np.searchsorted(f_times, now, side="left"))  # records strictly before now
+            if n:
+                vals.append(float(f_values[n - 1]))
+                has.append(1.0)
+                latest_used = max(latest_used, f_times[n - 1])
+            else:
+                vals.append(0.0)
+                has.append(0.0)
+        birth = self.births.get(pid, pd.NaT)
+        age = (pd.Timestamp(now) - birth).days / 365.2425 if pd.notna(birth) else np.nan
+        on = [float(((pmeds["treatment"] == name) & (pmeds["time"].to_numpy() <= now)
+                     & ~(pmeds["end"].to_numpy() < now)).any()) for name in self.treatments]
+        return row + vals + has + [age] + on, latest_used
+
+
 def patient_tasks(tables: FhirTables, *, outcome: str = t.HBA1C, features: Sequence[str] = (t.GLUCOSE, "39156-5"),
                   treatments: dict[str, tuple[str, ...]] | None = None, k_support: int = 3, min_query: int = 1,
                   require_treatment: bool = False) -> list[Task]:
@@ -52,52 +97,23 @@ def patient_tasks(tables: FhirTables, *, outcome: str = t.HBA1C, features: Seque
     the state at export time, after the example). ``y`` is the outcome value in its canonical unit.
     ``require_treatment`` keeps only patients ever on one of the treatments.
     """
-    treatments = DIABETES_TREATMENTS if treatments is None else treatments
-    obs = tables.observations
-    obs = obs[(obs["system"] == t.LOINC) & obs["value"].notna() & obs["time"].notna()]
-    out_obs = obs[obs["code"] == outcome].sort_values(["patient_id", "time"], kind="stable")
-    feat_obs = {f: {pid: (g["time"].to_numpy(), g["value"].to_numpy(dtype=float))
-                    for pid, g in obs[obs["code"] == f].sort_values("time", kind="stable").groupby("patient_id")}
-                for f in features}
-    births = tables.patients.set_index("patient_id")["birth_date"]
-    meds = _treatment_matrix(tables.medications, treatments)
-    names = ["previous", "days_since_previous", *features, *(f"has_{f}" for f in features), "age",
-             *treatments]
+    ex = _Examples(tables, outcome, features, DIABETES_TREATMENTS if treatments is None else treatments)
     tasks = []
-    for pid, rows in out_obs.groupby("patient_id", sort=True):
-        pmeds = meds[meds["patient_id"] == pid]
+    for pid, rows in ex.outcomes.groupby("patient_id", sort=True):
+        pmeds = ex.meds[ex.meds["patient_id"] == pid]
         if require_treatment and pmeds.empty:
             continue
         times, values = rows["time"].to_numpy(), rows["value"].to_numpy(dtype=float)
         # distinct times only: an example needs a previous outcome strictly before it
         xs, ys, ts, used = [], [], [], []
         for i in range(1, len(times)):
-            now = times[i]
-            prev = np.flatnonzero(times < now)
-            if len(prev) == 0:
+            found = ex.row(pid, times[i], times, values, pmeds)
+            if found is None:
                 continue
-            j = prev[-1]
-            row = [values[j], (now - times[j]) / np.timedelta64(1, "D")]
-            latest_used = times[j]
-            vals, has = [], []
-            for f in features:
-                f_times, f_values = feat_obs[f].get(pid, (times[:0], values[:0]))
-                n = int(np.searchsorted(f_times, now, side="left"))  # records strictly before now
-                if n:
-                    vals.append(float(f_values[n - 1]))
-                    has.append(1.0)
-                    latest_used = max(latest_used, f_times[n - 1])
-                else:
-                    vals.append(0.0)
-                    has.append(0.0)
-            birth = births.get(pid, pd.NaT)
-            age = (pd.Timestamp(now) - birth).days / 365.2425 if pd.notna(birth) else np.nan
-            on = [float(((pmeds["treatment"] == name) & (pmeds["time"].to_numpy() <= now)
-                         & ~(pmeds["end"].to_numpy() < now)).any()) for name in treatments]
-            xs.append(row + vals + has + [age] + on)
+            xs.append(found[0])
             ys.append(values[i])
-            ts.append(now)
-            used.append(latest_used)
+            ts.append(times[i])
+            used.append(found[1])
         if len(xs) < k_support + min_query:
             continue
         cut = ts[k_support - 1]
@@ -106,11 +122,31 @@ def patient_tasks(tables: FhirTables, *, outcome: str = t.HBA1C, features: Seque
             continue
         x, y = np.asarray(xs, dtype=np.float32), np.asarray(ys, dtype=np.float32)
         tasks.append(Task(x[:k_support], y[:k_support], x[query], y[query], {
-            "patient_id": pid, "features": names, "outcome": outcome,
+            "patient_id": pid, "features": ex.names, "outcome": outcome,
             "support_times": np.asarray(ts[:k_support]), "query_times": np.asarray([ts[i] for i in query]),
             "feature_times": np.asarray(used[:k_support] + [used[i] for i in query]),
         }))
     return tasks
+
+
+def forecast_examples(tables: FhirTables, when: dict[str, pd.Timestamp], *, outcome: str = t.HBA1C,
+                      features: Sequence[str] = (t.GLUCOSE, "39156-5"),
+                      treatments: dict[str, tuple[str, ...]] | None = None) -> dict[str, np.ndarray]:
+    """The feature row (as in :func:`patient_tasks`) of each patient at a future time ``when[patient]``,
+    built from what was recorded before it; patients with no earlier outcome are left out."""
+    ex = _Examples(tables, outcome, features, DIABETES_TREATMENTS if treatments is None else treatments)
+    out = {}
+    for pid, rows in ex.outcomes.groupby("patient_id", sort=True):
+        if pid not in when:
+            continue
+        now = pd.Timestamp(when[pid])
+        now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+        times = rows["time"].to_numpy()
+        pmeds = ex.meds[ex.meds["patient_id"] == pid]
+        found = ex.row(pid, now, times, rows["value"].to_numpy(dtype=float), pmeds)
+        if found is not None:
+            out[str(pid)] = np.asarray(found[0], dtype=np.float32)
+    return out
 
 
 def population_tasks(frame: pd.DataFrame, group_by: str, target: str, features: Sequence[str], *,

@@ -55,5 +55,11 @@ SMOKER = {
     "428061000124105": True, "65568007": True, "8392000": False, "8517006": False, "266919005": False,
 }
 
+#: Observation statuses of real measurements (not forecasts, which medmeta writes as "preliminary").
+MEASURED = frozenset({"final", "amended", "corrected"})
+#: MedicationRequest intents and statuses that do not say a drug is or was taken (e.g. medmeta's proposals).
+NOT_TAKEN_INTENTS = frozenset({"proposal", "plan", "option"})
+NOT_TAKEN_STATUSES = frozenset({"draft", "cancelled", "entered-in-error"})
+
 #: RxNorm ingredient codes.
 RXNORM_WARFARIN = "11289"

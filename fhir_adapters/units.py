@@ -38,6 +38,7 @@ _ELECTROLYTE = {"meq/L": _same, "mEq/L": _same}
 
 _RULES: dict[tuple[str, ...], Canonical] = {
     ("2339-0", "2345-7", "15074-8", "2340-8", "41653-7", "14749-6", "99504-3"): _rule("mg/dL", **_MG_DL_MMOL),
+    ("105272-9",): _rule("mmol/L", **{"mg/dL": _factor(1 / 18.016)}),  # CGM glucose, molar form
     ("4548-4", "17856-6", "4549-2"): _rule("%", **{"mmol/mol": lambda x: 0.09148 * x + 2.152}),
     ("8302-2", "8306-3", "3137-7"): _rule("cm", m=_factor(100.0), mm=_factor(0.1), **{"[in_i]": _factor(2.54)}),
     ("29463-7", "3141-9"): _rule("kg", g=_factor(0.001), **{"[lb_av]": _factor(0.45359237)}),

@@ -237,8 +237,31 @@ class Goal(_Resource):
     target: list[GoalTarget] | None = None
 
 
+class Attachment(_Datatype):
+    contentType: Code | None = None
+    language: Code | None = None
+    data: Str | None = None  # base64
+    url: Uri | None = None
+    size: int | None = None
+    hash: Str | None = None
+    title: Str | None = None
+    creation: DateTime | None = None
+
+
+class Media(_Resource):
+    resourceType: Literal["Media"]
+    status: Literal["preparation", "in-progress", "not-done", "on-hold", "stopped", "completed",
+                    "entered-in-error", "unknown"]
+    type: CodeableConcept | None = None
+    modality: CodeableConcept | None = None
+    subject: Reference
+    createdDateTime: DateTime | None = None
+    bodySite: CodeableConcept | None = None
+    content: Attachment
+
+
 MODELS: dict[str, type[_Resource]] = {
-    m.__name__: m for m in (Patient, Observation, Condition, MedicationRequest, MedicationStatement, Goal)
+    m.__name__: m for m in (Patient, Observation, Condition, MedicationRequest, MedicationStatement, Goal, Media)
 }
 #: The resource types that fill medmeta's tables.
 USED_TYPES = frozenset(MODELS)
@@ -256,6 +279,7 @@ _CHOICES = {
     "Condition": ("onset", "abatement"),
     "MedicationRequest": ("medication",),
     "MedicationStatement": ("medication", "effective"),
+    "Media": ("created",),
 }
 
 

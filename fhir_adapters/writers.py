@@ -112,11 +112,21 @@ def transaction_bundles(resources: Iterable[dict[str, Any]], chunk_size: int = 5
 
 
 class FhirServerError(MedmetaError):
-    """A FHIR server refused a request; ``status`` and the server's ``outcome`` (OperationOutcome) are kept."""
+    """A FHIR server refused a request; ``status``, the server's ``outcome`` (OperationOutcome) and the
+    ``Retry-After`` it asked for (seconds, when given) are kept."""
 
-    def __init__(self, message: str, status: int, outcome: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, status: int, outcome: dict[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.status, self.outcome = status, outcome
+        self.status, self.outcome, self.retry_after = status, outcome, retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given as delta-seconds (None when absent or an HTTP date)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def outcome_text(response: httpx.Response) -> tuple[str, dict[str, Any] | None]:
@@ -142,7 +152,8 @@ def post_bundle(client: httpx.Client, base_url: str, bundle: dict[str, Any]) -> 
                            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
     if response.status_code >= 400:
         text, outcome = outcome_text(response)
-        raise FhirServerError(f"{base_url}: HTTP {response.status_code}: {text}", response.status_code, outcome)
+        raise FhirServerError(f"{base_url}: HTTP {response.status_code}: {text}", response.status_code, outcome,
+                              retry_after_seconds(response.headers.get("Retry-After")))
     return response.json()
 
 

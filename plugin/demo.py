@@ -1,64 +1,68 @@
-"""The main job on the embedded sample data: meta-train, meta-test on unseen data, save.
+"""The main job on the embedded sample data: a small hospital's FHIR export, scored by every model that applies.
 
-It meta-trains a Prototypical network on the meta-training classes for a bounded time,
-then measures few-shot accuracy (mean over episodes with a 95% confidence interval) on
-the meta-validation split and on every meta-test benchmark of :mod:`medmeta.protocol`,
-and saves the model (safetensors, weights only) and a ``results.json``.
+1. :func:`build_sample_export` turns the samples into one FHIR source, as a hospital would hold them:
+   the Synthea patient Bundles and the Bulk Data export as they are, the IWPC warfarin patients and the
+   CGM subjects converted to FHIR (``medmeta fhir from-iwpc`` / ``from-cgm``);
+2. the batch job (:func:`medmeta.batch.run_batch`) scores every patient and writes FHIR results, rejects
+   and a manifest.
+
+With ``data_dir`` (or ``MEDMETA_DATA``) the same runs on the full data.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-
-import medmeta
-from medmeta.learners import PrototypicalNetwork
-from medmeta.protocol import META_TEST_SETS, meta_test_pool, meta_train_pool
-from medmeta.tasks import EpisodeSampler
+from medmeta import paths
 
 
 @dataclass
 class DemoConfig:
     output: Path = Path("runs/demo")
     data_dir: Path | None = None
-    budget_seconds: float = 60.0
-    eval_episodes: int = 200
-    shots: int = 5
-    queries: int = 15
-    seed: int = 0
+    workers: int = 1
 
 
-def run_demo(cfg: DemoConfig, *, show_progress: bool = True) -> dict:
-    """Run the demo and return what it wrote to ``results.json``."""
-    torch.manual_seed(cfg.seed)
-    x, keys = meta_train_pool("train", data_dir=cfg.data_dir)
-    train = EpisodeSampler(keys, n_way=5, k_shot=cfg.shots, n_query=cfg.queries, seed=cfg.seed)
-    learner = PrototypicalNetwork(in_channels=3, max_seconds=cfg.budget_seconds, max_episodes=10**9, seed=cfg.seed)
-    learner.meta_fit(train.tasks(x), show_progress=show_progress)
+def build_sample_export(out: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """Write the sample FHIR source into ``out`` (once; what went into it is in ``<out>.json``) and return that."""
+    from medmeta.datasets.cgm import load_cgm
+    from medmeta.datasets.warfarin import load_iwpc
+    from medmeta.fhir import iwpc_resources, write_ndjson
+    from medmeta.fhir.cgm import cgm_resources
 
-    evaluations = []
-    vx, vkeys = meta_train_pool("val", data_dir=cfg.data_dir)
-    benchmarks = [("meta-val (seen classes, unseen images)", vx, vkeys, 5)]
-    for bench in META_TEST_SETS:
-        tx, tkeys = meta_test_pool(bench, data_dir=cfg.data_dir)
-        benchmarks.append((f"meta-test {bench.name}", tx, tkeys, bench.n_way))
-    for name, bx, bkeys, n_way in benchmarks:
-        sampler = EpisodeSampler(bkeys, n_way, cfg.shots, cfg.queries, seed=cfg.seed + 1)
-        acc = learner.score(sampler.tasks(bx, cfg.eval_episodes))
-        evaluations.append({"benchmark": name, "ways": n_way, "shots": cfg.shots, "episodes": acc.n,
-                            "accuracy": acc.mean, "ci95": acc.ci})
-
-    model_dir = learner.save(Path(cfg.output) / "model")
-    results = {
-        "medmeta_version": medmeta.__version__,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-        "training": {k: v for k, v in learner.history_.items() if not isinstance(v, list)},
-        "evaluations": evaluations,
-        "model": str(model_dir),
-        "disclaimer": medmeta.DISCLAIMER,
+    done = out.with_suffix(".json")
+    if done.exists():
+        return json.loads(done.read_text())
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(paths.data_path(paths.SYNTHEA_BUNDLES, data_dir), tmp / "synthea")
+    shutil.copytree(paths.data_path(paths.BULK_EXPORT, data_dir), tmp / "bulk")
+    frame, iwpc_rejected = load_iwpc(paths.data_path(paths.WARFARIN_CSV, data_dir))
+    iwpc = write_ndjson((r for row in frame.to_dict("records") for r in iwpc_resources(row)), tmp / "iwpc")
+    series, cgm_rejected = load_cgm(paths.data_path(paths.CGM_HALL_CSV, data_dir))
+    cgm = write_ndjson((r for s in series.values() for r in cgm_resources(s)), tmp / "cgm")
+    contents = {
+        "synthea_bundles": len(list((tmp / "synthea").glob("*.json*"))),
+        "bulk_export_files": len(list((tmp / "bulk").glob("*.ndjson*"))),
+        "iwpc": {"patients": len(frame), "csv_rows_rejected": len(iwpc_rejected), "resources": iwpc},
+        "cgm": {"subjects": len(series), "csv_rows_rejected": len(cgm_rejected), "resources": cgm},
     }
-    (Path(cfg.output) / "results.json").write_text(json.dumps(results, indent=2))
-    return results
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    done.write_text(json.dumps(contents, indent=2))
+    return contents
+
+
+def run_demo(cfg: DemoConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Build the sample export under ``output/export`` and score it into ``output/results``; return the manifest."""
+    from medmeta.batch import BatchConfig, run_batch
+
+    output = Path(cfg.output)
+    contents = build_sample_export(output / "export", cfg.data_dir)
+    manifest = run_batch(BatchConfig(source=str(output / "export"), output=output / "results", workers=cfg.workers),
+                         show_progress=show_progress)
+    return {**manifest, "sample_export": contents}

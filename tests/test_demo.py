@@ -1,36 +1,38 @@
 import json
 
+import orjson
+import pytest
 from typer.testing import CliRunner
 
 from medmeta.cli import app
-from medmeta.learners import load_learner
 
 
-def test_demo_quick_runs_end_to_end_on_the_samples(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--quick", "--output", str(tmp_path)])
+def test_demo_scores_the_sample_export_end_to_end(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "meta-test pneumonia" in result.output and "Decision support" in result.output
-    results = json.loads((tmp_path / "results.json").read_text())
-    names = [e["benchmark"] for e in results["evaluations"]]
-    assert names[1:] == ["meta-test pneumonia", "meta-test breast", "meta-test organa-held-out"]
-    for e in results["evaluations"]:
-        assert 0 <= e["accuracy"] <= 1 and e["ci95"] > 0 and e["episodes"] == 20
-    assert results["training"]["episodes"] >= 1
-    assert load_learner(tmp_path / "model").get_params()["in_channels"] == 3
+    assert "medmeta dashboard --source" in result.output and "not for clinical use" in result.output
+    manifest = json.loads((tmp_path / "results" / "manifest.json").read_text())
+    contents = json.loads((tmp_path / "export.json").read_text())
+    p = manifest["counts"]["patients"]
+    assert p["read"] == 14 + 13 + contents["iwpc"]["patients"] + contents["cgm"]["subjects"] == 533
+    assert p["read"] == p["scored"] + p["skipped"] + p["rejected"]
+    outcomes = [orjson.loads(x) for x in (tmp_path / "results" / "outcomes.ndjson").read_bytes().splitlines()]
+    assert len({o["patient"] for o in outcomes}) == len(outcomes) == p["read"]
+    assert manifest["counts"]["results"]["MedicationRequest"] == 500  # every IWPC patient
+    assert manifest["counts"]["results"]["Observation"] == 2 * 6  # 30 and 60 min for every CGM subject
+    assert {m["name"] for m in manifest["models"]} == {"warfarin-dose", "glucose-forecast"}
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--quick", "--data-dir", str(tmp_path / "nowhere")])
+    result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path), "--data-dir", str(tmp_path / "nowhere")])
     assert result.exit_code != 0
     assert "data directory does not exist" in str(result.exception)
 
 
 def test_console_script_reports_errors_in_one_line(tmp_path, monkeypatch, capsys):
-    import pytest
-
     from medmeta.cli import main
 
-    monkeypatch.setattr("sys.argv", ["medmeta", "demo", "--quick", "--data-dir", str(tmp_path / "nowhere")])
+    monkeypatch.setattr("sys.argv", ["medmeta", "demo", "--data-dir", str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 from rich.console import Console
 
-from medmeta.cli import cgm, demo, federated, fhir, warfarin
+from medmeta.cli import batch, cgm, demo, federated, fhir, hba1c, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app.command("demo")(demo.demo)
 app.add_typer(fhir.app, name="fhir")
 app.add_typer(warfarin.app, name="warfarin")
 app.add_typer(cgm.app, name="cgm")
+app.add_typer(hba1c.app, name="hba1c")
+app.command("batch")(batch.batch)
 app.add_typer(federated.app, name="federated")
 
 
@@ -32,6 +35,7 @@ def _root() -> None:
 def main() -> None:
     """Entry point of the ``medmeta`` script: medmeta's own errors print as one clear line."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask's own chatter, unless asked for
     try:
         app()
     except MedmetaError as exc:

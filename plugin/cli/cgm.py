@@ -12,11 +12,27 @@ app = typer.Typer(help="Per-subject glucose forecasting from CGM series (decisio
                   no_args_is_help=True)
 
 Input = Annotated[Path, typer.Option("--input", help="A CGM CSV file in the iglu layout: id,time,gl (mg/dL).")]
+Source = Annotated[str, typer.Option("--input", help="A CGM CSV file in the iglu layout (id,time,gl; mg/dL), or a "
+                                     "FHIR source with CGM Observations (LOINC 99504-3/105272-9): Bulk export folder, "
+                                     "Bundle file or folder, or server URL.")]
+
+
+def load_series(source: str):
+    """CGM series and rejected records from a CSV file (``.csv``) or any FHIR source."""
+    from medmeta.datasets.cgm import load_cgm
+
+    if source.lower().endswith(".csv"):
+        return load_cgm(source)
+    from medmeta.fhir import read
+    from medmeta.fhir.cgm import cgm_series
+
+    tables = read(source)
+    return cgm_series(tables), tables.rejected
 
 
 @app.command("eval")
 def evaluate(
-    input: Input,
+    input: Source,
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the results (JSON).")],
     adapt_hours: Annotated[float, typer.Option(help="Hours at the start of each subject's series to adapt on.")] = 24.0,
     horizon: Annotated[int, typer.Option(help="Forecast horizon in minutes (a multiple of 5, up to 60).")] = 30,
@@ -28,14 +44,13 @@ def evaluate(
     import torch
     from rich.console import Console
 
-    from medmeta.datasets.cgm import load_cgm
     from medmeta.errors import DataError
     from medmeta.models import model_dir
     from medmeta.treatment.glucose import ARForecaster, GlucoseForecaster
     from medmeta.treatment.glucose_eval import evaluate as run
 
     torch.set_num_threads(1)
-    series, rejected = load_cgm(input)
+    series, rejected = load_series(input)
     folder = model or model_dir("glucose")
     forecaster = GlucoseForecaster.load(folder)
     if horizon not in forecaster.horizons:

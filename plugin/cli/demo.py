@@ -7,38 +7,29 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from medmeta.cli.options import DataDir
 
 
 def demo(
-    output: Annotated[Path, typer.Option(help="Where to write the model and results.json.")] = Path("runs/demo"),
+    output: Annotated[Path, typer.Option(help="Folder for the sample export and the results.")] = Path("runs/demo"),
     data_dir: DataDir = None,
-    budget_seconds: Annotated[float, typer.Option(help="Meta-training time budget.")] = 60.0,
-    episodes: Annotated[int, typer.Option(help="Evaluation episodes per benchmark.")] = 200,
-    shots: Annotated[int, typer.Option(help="Labelled examples per class (K).")] = 5,
-    seed: int = 0,
-    quick: Annotated[bool, typer.Option(help="A few seconds of training and 20 episodes (smoke test).")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local Dask cluster.")] = 1,
 ) -> None:
-    """Meta-train a Prototypical network, test it on data sets it never saw, save it."""
+    """Score a small hospital's FHIR export (the embedded samples) with every model that applies, and write
+    FHIR results: warfarin dose proposals, glucose forecasts, with rejects and a manifest."""
     from medmeta.demo import DemoConfig, run_demo
 
-    if quick:
-        budget_seconds, episodes = min(budget_seconds, 3.0), min(episodes, 20)
-    cfg = DemoConfig(output=output, data_dir=data_dir, budget_seconds=budget_seconds, eval_episodes=episodes,
-                     shots=shots, seed=seed)
-    results = run_demo(cfg)
-
+    manifest = run_demo(DemoConfig(output=output, data_dir=data_dir, workers=workers))
     console = Console()
-    t = results["training"]
-    console.print(f"Meta-trained for {t['seconds']:.0f} s ({t['episodes']} episodes).")
-    table = Table(title=f"Few-shot accuracy, {shots}-shot (mean over episodes, 95% CI)")
-    for column in ("benchmark", "ways", "episodes", "accuracy"):
-        table.add_column(column)
-    for e in results["evaluations"]:
-        table.add_row(e["benchmark"], str(e["ways"]), str(e["episodes"]),
-                      f"{100 * e['accuracy']:.1f}% ± {100 * e['ci95']:.1f}")
-    console.print(table)
-    console.print(f"Model: {results['model']}   Results: {output / 'results.json'}")
-    console.print(f"[dim]{results['disclaimer']}[/dim]")
+    export, results = output / "export", output / "results"
+    c = manifest["counts"]
+    p, r = c["patients"], c["resources"]
+    console.print(f"Sample export: {export}  ({r['read']:,} FHIR resources of {p['read']:,} patients)")
+    console.print(f"Patients: {p['scored']:,} scored, {p['skipped']:,} skipped (no model applies), "
+                  f"{p['rejected']:,} rejected")
+    console.print("Results: " + ", ".join(f"{k} {v:,}" for k, v in c["results"].items()))
+    console.print(f"Rejected input records: {c['rejects']:,} (reasons in {results / 'rejects.ndjson'})")
+    console.print(f"\nResults are in {results}/ (FHIR NDJSON per type, manifest.json, outcomes.ndjson).")
+    console.print(f"Open the dashboard on them:  medmeta dashboard --source {export} --results {results}")
+    console.print(f"[dim]{manifest['disclaimer']}[/dim]")

@@ -74,6 +74,33 @@ def from_iwpc(
     raise typer.Exit(1 if rejected else 0)
 
 
+@app.command("from-cgm")
+def from_cgm(
+    csv: Annotated[Path, typer.Argument(help="A CGM CSV in the iglu layout (id,time,gl).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Bulk NDJSON files and manifest.")],
+    unit: Annotated[str, typer.Option(help="Glucose unit of the file: mg/dL or mmol/L.")] = "mg/dL",
+) -> None:
+    """Write each CGM subject as a Patient and one Observation per reading (LOINC 99504-3, mg/dL).
+    Rejected CSV rows go to rejects.csv (exit status 1)."""
+    import csv as csvlib
+
+    from medmeta.datasets.cgm import load_cgm
+    from medmeta.fhir import write_ndjson
+    from medmeta.fhir.cgm import cgm_resources
+
+    series, rejected = load_cgm(csv, unit=unit)
+    counts = write_ndjson((r for s in series.values() for r in cgm_resources(s)), out)
+    with (out / "rejects.csv").open("w", newline="") as f:
+        w = csvlib.writer(f)
+        w.writerow(["source", "row", "record_id", "field", "reason"])
+        w.writerows([r.source, r.row, r.record_id, r.field, r.reason] for r in rejected)
+    readings = sum(len(s) for s in series.values())
+    Console().print(f"{readings + len(rejected):,} CSV rows = {readings:,} readings of {len(series)} subjects "
+                    f"written + {len(rejected):,} rejected; " + ", ".join(f"{k} {n:,}" for k, n in sorted(
+                        counts.items())) + f" -> {out}", highlight=False)
+    raise typer.Exit(1 if rejected else 0)
+
+
 @app.command("to-iwpc")
 def to_iwpc(
     source: Annotated[str, typer.Argument(help="FHIR source (as for `medmeta fhir read`).")],

@@ -56,6 +56,43 @@ def evaluate(
     console.print(f"[dim]{result.get('disclaimer', '')}[/dim]")
 
 
+@app.command("suggest")
+def suggest(
+    input: Annotated[str, typer.Option("--input", help="FHIR source: Bulk export folder, Bundle file or folder, or "
+                                       "server URL (for example the output of `medmeta fhir from-iwpc`).")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for MedicationRequest.ndjson and skipped.csv.")],
+    model: Annotated[Path | None, typer.Option(help="Model folder (default: the shipped model).")] = None,
+    token: Annotated[str | None, typer.Option(envvar="MEDMETA_FHIR_TOKEN", help="Bearer token for a server.",
+                                              show_default=False)] = None,
+) -> None:
+    """Suggest a weekly warfarin dose for every patient of a FHIR source with a warfarin indication, genotype or
+    warfarin record: one MedicationRequest proposal each (intent=proposal, with its prediction interval, the
+    factors that moved the dose and the genotype Observations it used). Decision support, not orders."""
+    import csv
+    from datetime import UTC, datetime
+
+    import torch
+    from rich.console import Console
+
+    from medmeta.fhir import read, write_ndjson
+    from medmeta.scoring.warfarin import WarfarinScorer
+
+    torch.set_num_threads(1)
+    tables = read(input, token=token)
+    scores = WarfarinScorer(model).score(tables, run_time=datetime.now(UTC).isoformat(timespec="seconds"))
+    counts = write_ndjson((r for rs in scores.results.values() for r in rs), output)
+    with (output / "skipped.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["patient_id", "reason"])
+        w.writerows(sorted(scores.skipped.items()))
+    console = Console()
+    console.print(f"{len(tables.patients):,} patients read: {len(scores.results):,} dose proposals, "
+                  f"{len(scores.skipped):,} skipped (see skipped.csv); {tables.counts.summary()}", highlight=False)
+    console.print(f"Proposals: {output / 'MedicationRequest.ndjson'} ({counts.get('MedicationRequest', 0):,})")
+    console.print("[dim]Decision support for a clinician, not orders.[/dim]")
+    raise typer.Exit(1 if tables.rejected else 0)
+
+
 @app.command("train")
 def train(
     input: Input,

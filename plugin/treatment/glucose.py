@@ -96,6 +96,40 @@ def forecast_points(series: CGMSeries, *, n_lags: int = 12, horizons: Sequence[i
                           np.cos(angle)]), targets[ok], horizons)
 
 
+def latest_point(series: CGMSeries, *, n_lags: int = 12, horizons: Sequence[int] = tuple(range(5, 65, 5)),
+                 max_gap_minutes: int = 15) -> ForecastPoints:
+    """The forecast origin at the series' last reading (its future unknown): the hour of readings before it on
+    a 5-minute grid ending at that reading (short gaps bridged), or no point when that hour is incomplete."""
+    horizons = tuple(int(h) for h in horizons)
+    empty = ForecastPoints(series.subject_id, pd.DatetimeIndex([]), np.empty((0, n_lags)), np.empty((0, 2)),
+                           np.empty((0, len(horizons))), horizons)
+    if len(series) == 0:
+        return empty
+    grid = pd.date_range(end=series.time[-1], periods=n_lags, freq=STEP)
+    observed = pd.Series(series.glucose, index=series.time).reindex(grid, method="nearest", tolerance=STEP / 2)
+    limit = max(0, max_gap_minutes // 5 - 1)
+    window = (observed.interpolate(limit=limit, limit_area="inside") if limit else observed).to_numpy(dtype=float)
+    if np.isnan(window).any():
+        return empty
+    origin = grid[-1:]
+    angle = 2 * np.pi * (origin.hour * 60 + origin.minute).to_numpy(dtype=float) / 1440
+    return ForecastPoints(series.subject_id, origin, window[None, :], np.column_stack([np.sin(angle), np.cos(angle)]),
+                          np.full((1, len(horizons)), np.nan), horizons)
+
+
+@dataclass(frozen=True)
+class LatestForecast:
+    """Glucose forecast from a subject's last reading, by a model adapted on the hours before it."""
+
+    origin: pd.Timestamp
+    horizons: tuple[int, ...]
+    glucose: np.ndarray  # mg/dL per horizon
+    low: np.ndarray  # band per horizon (``coverage``), from this subject's errors in the adaptation window
+    high: np.ndarray
+    coverage: float
+    adaptation_points: int
+
+
 def adaptation_split(points: ForecastPoints, start: pd.Timestamp, hours: float) -> tuple[np.ndarray, np.ndarray]:
     """Masks of the points to adapt on (origin within ``hours`` of ``start``, target known by then as well)
     and of the points to forecast (origin at or after the end of that window)."""
@@ -245,6 +279,33 @@ class GlucoseForecaster:
         z = ((points.targets - CENTRE) / SCALE).astype(np.float32)
         predictor = self.maml_.adapt(_inputs(points), z, steps=steps) if len(points) else self.maml_.initial()
         return AdaptedForecaster(predictor, tuple(self.horizons), len(points))
+
+    def forecast_latest(self, series: CGMSeries, *, adapt_hours: float = 24.0, coverage: float = 0.8
+                        ) -> LatestForecast | None:
+        """Forecast every horizon from the series' last reading, adapting on the ``adapt_hours`` before it.
+
+        The band holds the central ``coverage`` of the adapted model's errors on those hours (in-sample:
+        it may be too narrow). None when the last hour of readings is incomplete.
+        """
+        self._check()
+        latest = latest_point(series, n_lags=self.n_lags, horizons=self.horizons,
+                              max_gap_minutes=self.max_gap_minutes)
+        if not len(latest):
+            return None
+        points = self.points(series)
+        last = series.time[-1]
+        recent = points.subset(np.asarray((points.origin >= last - pd.Timedelta(hours=adapt_hours))
+                                          & (points.origin + pd.Timedelta(minutes=max(self.horizons)) <= last)))
+        adapted = self.adapt(recent)
+        glucose = adapted.predict(latest)[0]
+        if len(recent):
+            errors = recent.targets - adapted.predict(recent)
+            tail = (1 - coverage) / 2 * 100
+            low, high = np.nanpercentile(errors, [tail, 100 - tail], axis=0)
+        else:
+            low = high = np.full(len(self.horizons), np.nan)
+        return LatestForecast(latest.origin[0], tuple(self.horizons), glucose, glucose + low, glucose + high,
+                              coverage, len(recent))
 
     def predict(self, points: ForecastPoints) -> np.ndarray:
         """(n, n_horizons) mg/dL from the meta-learned model, not adapted."""

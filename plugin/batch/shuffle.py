@@ -1,0 +1,89 @@
+"""Route the lines of Bulk NDJSON files to partitions by patient, so each partition holds whole patients.
+
+Each input file is shuffled on its own (a Dask task per file) into one spill file per
+partition; the folder of spill files is renamed into place when complete, so a shuffle that
+was killed half-way is simply done again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from medmeta.fhir.sources import Entry, iter_file
+
+#: Elements that name the patient a resource belongs to, by resource type (``subject`` otherwise).
+_PATIENT_ELEMENT = {"AllergyIntolerance": "patient", "Immunization": "patient", "Claim": "patient",
+                    "ExplanationOfBenefit": "patient", "Device": "patient", "Coverage": "beneficiary",
+                    "Account": "subject"}
+
+
+def patient_key(resource: dict[str, Any] | None) -> str | None:
+    """The id of the patient a resource belongs to, or None (organisations, practitioners, ...)."""
+    if not isinstance(resource, dict):
+        return None
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) else None
+    ref = resource.get(_PATIENT_ELEMENT.get(rtype, "subject"))
+    if isinstance(ref, list):
+        ref = ref[0] if ref else None
+    text = ref.get("reference") if isinstance(ref, dict) else None
+    if not isinstance(text, str):
+        return None
+    parts = text.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" else None
+
+
+def partition_of(key: str | None, partitions: int) -> int:
+    """A patient's partition: stable across processes and machines (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(key.encode()) % partitions if key else 0
+
+
+def spill_dir(workdir: Path, file_index: int) -> Path:
+    return workdir / "shuffle" / f"file-{file_index:05d}"
+
+
+def shuffle_file(path: str, file_index: int, partitions: int, workdir: Path) -> Path:
+    """Split one NDJSON file into ``part-NNNNN.ndjson.gz`` spill files; skip if already done."""
+    final = spill_dir(workdir, file_index)
+    if final.is_dir():
+        return final
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    outputs: dict[int, Any] = {}
+    with ExitStack() as stack:
+        for entry in iter_file(Path(path)):
+            p = partition_of(patient_key(entry.resource), partitions)
+            f = outputs.get(p)
+            if f is None:
+                f = outputs[p] = stack.enter_context(gzip.open(tmp / f"part-{p:05d}.ndjson.gz", "wb",
+                                                               compresslevel=1))
+            f.write(orjson.dumps({"source": entry.source, "row": entry.row, "error": entry.error,
+                                  "resource": entry.resource}) + b"\n")
+    tmp.rename(final)
+    return final
+
+
+def spilled_entries(workdir: Path, file_indices: tuple[int, ...], partition: int) -> Iterator[Entry]:
+    """The entries of ``partition`` from every shuffled file, in input-file order."""
+    for i in file_indices:
+        path = spill_dir(workdir, i) / f"part-{partition:05d}.ndjson.gz"
+        if not path.exists():
+            continue
+        with gzip.open(path, "rb") as f:
+            for line in f:
+                d = orjson.loads(line)
+                yield Entry(d["resource"], d["source"], d["row"], d["error"])

@@ -1,0 +1,173 @@
+"""The batch engine: partitions, exactly-once results, resume after SIGKILL, Dask workers, write-back."""
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from dask.distributed import LocalCluster
+
+from medmeta.batch import BatchConfig, run_batch
+from medmeta.batch.shuffle import partition_of, patient_key
+from medmeta.errors import MedmetaError
+from medmeta.fhir import FhirServerError
+
+TESTS = Path(__file__).parent
+SCORERS = "batch_scorers:make"  # tests/batch_scorers.py; pytest puts tests/ on sys.path
+RUN_TIME = "2026-11-25T00:00:00+00:00"  # the same clock in runs compared record for record
+
+
+@pytest.fixture(scope="module")
+def source(samples, tmp_path_factory):
+    """The sample Bundles and the sample Bulk export in one folder: both kinds of input in one run."""
+    root = tmp_path_factory.mktemp("source")
+    for p in (samples / "synthea_fhir_r4" / "bundles").iterdir():
+        (root / p.name).symlink_to(p)
+    for p in (samples / "fhir_bulk_ndjson_10_patients").glob("*.ndjson.gz"):
+        (root / p.name).symlink_to(p)
+    return root
+
+
+def run(source, output, **kw):
+    cfg = BatchConfig(source=str(source), output=Path(output), scorers=SCORERS, partitions=kw.pop("partitions", 5),
+                      run_time=RUN_TIME, **kw)
+    return run_batch(cfg, show_progress=False)
+
+
+def records(output: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(output.glob("*.ndjson"))}
+
+
+@pytest.fixture(scope="module")
+def reference(source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    return out, run(source, out)
+
+
+def test_every_patient_exactly_once_and_counts_add_up(reference):
+    out, manifest = reference
+    outcomes = [orjson.loads(line) for line in (out / "outcomes.ndjson").read_bytes().splitlines()]
+    patients = [o["patient"] for o in outcomes]
+    assert len(patients) == len(set(patients)) == 14 + 13
+    c = manifest["counts"]
+    assert c["patients"] == {"read": 27, "scored": 12, "skipped": 15, "rejected": 0}
+    assert sum(c["patients_skipped_by_reason"].values()) == 15
+    assert c["resources"]["read"] == c["resources"]["used"] + c["resources"]["ignored"] + c["resources"]["rejected"]
+    forecasts = [orjson.loads(line) for line in (out / "Observation.ndjson").read_bytes().splitlines()]
+    assert len(forecasts) == c["results"]["Observation"] == 12
+    assert {f["subject"]["reference"][8:] for f in forecasts} == {o["patient"] for o in outcomes
+                                                                   if o["status"] == "scored"}
+    prov = orjson.loads((out / "Provenance.ndjson").read_bytes())
+    assert len(prov["target"]) == 12 and prov["recorded"] == manifest["run_time"]
+    assert {i["sha256"] for i in manifest["inputs"]} and all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert manifest["models"] == [{"name": "test-last-hba1c", "version": "1", "sha256": "0" * 64}]
+
+
+def test_rerun_is_a_no_op_with_the_same_output(source, reference):
+    out, _ = reference
+    before = records(out)
+    run(source, out)
+    assert records(out) == before
+
+
+def test_other_arguments_cannot_reuse_an_output_folder(source, reference):
+    out, _ = reference
+    with pytest.raises(MedmetaError, match="holds another run"):
+        run(source, out, partitions=2)
+
+
+def test_two_dask_worker_processes_give_the_same_records(source, reference, tmp_path):
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        manifest = run(source, tmp_path, scheduler=cluster.scheduler_address)
+    assert manifest["engine"]["workers"] == 2
+    ref_out, ref_manifest = reference
+    assert records(tmp_path) == records(ref_out)
+    assert manifest["counts"] == ref_manifest["counts"]
+
+
+def test_resume_after_sigkill_completes_only_the_rest(source, reference, tmp_path):
+    script = (f"import sys; sys.path.insert(0, {str(TESTS)!r});"
+              "from pathlib import Path; from medmeta.batch import BatchConfig, run_batch;"
+              f"run_batch(BatchConfig(source={str(source)!r}, output=Path({str(tmp_path)!r}), scorers={SCORERS!r},"
+              f" partitions=5, run_time={RUN_TIME!r}), show_progress=False)")
+    env = {**os.environ, "MEDMETA_TEST_SCORER_SLEEP": "1.0"}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+    parts = tmp_path / ".work" / "parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("part-?????"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name for p in parts.glob("part-?????")}
+    assert 2 <= len(done_before) < 5, done_before  # killed mid-run
+    assert not (tmp_path / "manifest.json").exists()
+
+    mtimes = {p.name: (p / "summary.json").stat().st_mtime_ns for p in parts.glob("part-?????")}
+    manifest = run(source, tmp_path)
+    assert {n: (parts / n / "summary.json").stat().st_mtime_ns for n in done_before} == \
+        {n: mtimes[n] for n in done_before}  # finished partitions were not redone
+    ref_out, ref_manifest = reference
+    assert records(tmp_path) == records(ref_out)
+    assert manifest["counts"] == ref_manifest["counts"]
+
+
+def test_bad_records_are_reported_not_lost(samples, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    path = samples / "fhir_bulk_ndjson_10_patients" / "Patient.000.ndjson.gz"
+    good = gzip.decompress(path.read_bytes()).splitlines()
+    (src / "Patient.000.ndjson").write_bytes(b"\n".join([*good[:3], b"{not json", b'{"resourceType": "Patient"}']))
+    manifest = run(src, tmp_path / "out", partitions=2)
+    rejects = [orjson.loads(x) for x in (tmp_path / "out" / "rejects.ndjson").read_bytes().splitlines()]
+    assert {r["row"] for r in rejects} == {4, 5}
+    assert all(r["source"].endswith("Patient.000.ndjson") for r in rejects)
+    assert manifest["counts"]["patients"]["read"] == 4 and manifest["counts"]["patients"]["rejected"] == 1
+    assert manifest["counts"]["resources"]["rejected"] == 2
+
+
+def test_patient_routing_is_stable():
+    obs = {"resourceType": "Observation", "subject": {"reference": "Patient/abc"}}
+    imm = {"resourceType": "Immunization", "patient": {"reference": "Patient/abc/_history/2"}}
+    assert patient_key(obs) == patient_key(imm) == patient_key({"resourceType": "Patient", "id": "abc"}) == "abc"
+    assert patient_key({"resourceType": "Organization", "id": "o"}) is None
+    assert partition_of("abc", 7) == 891568578 % 7  # CRC-32 of "abc": the same in every process and on every machine
+
+
+def test_write_back_retries_then_reports_client_errors(reference, fhir_server, tmp_path, source):
+    out, _ = reference
+    fhir_server.fail_next(429, retry_after="0")
+    fhir_server.fail_next(503)
+    manifest = run(source, out, post=fhir_server.url, chunk_size=5)
+    wb = manifest["write_back"]
+    assert wb["resources"] == 13 and wb["bundles"] == 3 and wb["retries"] == 2
+    assert len(fhir_server.resources["Observation"]) == 12 and len(fhir_server.resources["Provenance"]) == 1
+    run(source, out, post=fhir_server.url)  # posting again updates in place (PUT), it does not duplicate
+    assert len(fhir_server.resources["Observation"]) == 12
+
+    fhir_server.fail_next(400)
+    with pytest.raises(FhirServerError) as err:
+        run(source, out, post=fhir_server.url)
+    assert err.value.status == 400 and err.value.outcome["resourceType"] == "OperationOutcome"
+
+
+def test_dry_run_sends_nothing(reference, fhir_server, source):
+    out, _ = reference
+    manifest = run(source, out, post=fhir_server.url, dry_run=True)
+    assert manifest["write_back"]["dry_run"] and manifest["write_back"]["resources"] == 13
+    assert not fhir_server.resources
+
+
+def test_server_source_via_bulk_export(fhir_server, samples, tmp_path):
+    resources = []
+    for name in ("Patient", "Condition"):
+        path = samples / "fhir_bulk_ndjson_10_patients" / f"{name}.000.ndjson.gz"
+        resources += [orjson.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines()]
+    fhir_server.load(resources)
+    manifest = run(fhir_server.url, tmp_path, partitions=2)
+    assert manifest["counts"]["patients"]["read"] == 13
+    assert manifest["counts"]["resources"]["read"] == len(resources)
