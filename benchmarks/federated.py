@@ -30,6 +30,8 @@ import csv
 import json
 import math
 import platform
+import shlex
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -423,23 +425,27 @@ def main() -> None:
     torch.set_num_threads(1)
     start = time.monotonic()
     result: dict[str, Any] = {
-        "command": "python benchmarks/federated.py" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
-        + ("" if args.tasks == ["cgm", "warfarin"] else f" --tasks {' '.join(args.tasks)}"),
+        "command": shlex.join(["python", "benchmarks/federated.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread per process, {args.workers} "
                    f"simulation workers, {platform.platform()}",
         "settings": f"{args.rounds} rounds x {args.local_steps} local MAML meta-updates per client"}
+
+    def write() -> None:  # after each task, so that a finished task's results are kept
+        result["seconds"] = time.monotonic() - start
+        args.output.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        args.output.with_suffix(".md").write_text(markdown(result))
+        print(f"wrote {args.output.with_suffix('.md')}", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         if "cgm" in args.tasks:
             result["cgm"] = glucose(data_path(CGM_HALL_CSV, args.data_dir), args.cgm_folds, args.rounds,
                                     args.local_steps, args.workers, Path(tmp))
+            write()
         if "warfarin" in args.tasks:
             result["warfarin"] = warfarin(data_path(WARFARIN_CSV, args.data_dir), args.warfarin_folds, args.rounds,
                                           args.local_steps, args.workers, Path(tmp), tuple(args.partitions),
                                           tuple(args.dp_noise))
-    result["seconds"] = time.monotonic() - start
-    args.output.with_suffix(".json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(result))
-    print(f"wrote {args.output.with_suffix('.md')}")
+            write()
 
 
 if __name__ == "__main__":

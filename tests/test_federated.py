@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
+from medmeta.datasets.warfarin import load_iwpc
 from medmeta.errors import DataError
 from medmeta.federated.clients import client_data, partitions
 from medmeta.federated.glucose import FederatedGlucose, ar_from_sums, ar_sums
 from medmeta.federated.settings import FederatedSettings
 from medmeta.federated.task import Sums
 from medmeta.federated.warfarin import EDGES, FederatedWarfarin, histogram_conformal
+from medmeta.models import model_dir
 from medmeta.paths import CGM_HALL_CSV, WARFARIN_CSV
 from medmeta.treatment.glucose import ARForecaster, GlucoseForecaster
 from medmeta.treatment.warfarin import WarfarinDoseModel, _conformal
@@ -160,6 +162,22 @@ def test_simulation_goes_on_without_a_client_that_fails_mid_round(warfarin_csv, 
     assert result.exit_code == 0, result.output
     scored = json.loads((tmp_path / "eval.json").read_text())["methods"]["medmeta"]["overall"]
     assert scored["n"] > 400 and scored["mae"]["value"] < 15
+    # and through the FHIR path: `warfarin suggest --model` proposes the federated model's doses
+    records = tmp_path / "fhir"
+    assert CliRunner().invoke(app, ["fhir", "from-iwpc", str(warfarin_csv), "--out", str(records)]).exit_code == 0
+    result = CliRunner().invoke(app, ["warfarin", "suggest", "--input", str(records), "--model",
+                                      str(tmp_path / "model"), "--output", str(tmp_path / "proposals")])
+    assert result.exit_code == 0, result.output
+    proposals = [json.loads(line) for line in (tmp_path / "proposals" / "MedicationRequest.ndjson").open()]
+    frame, _ = load_iwpc(warfarin_csv)
+    federated = WarfarinDoseModel.load(tmp_path / "model").suggest(frame).set_index("subject_id")["dose_mg_week"]
+    shipped = WarfarinDoseModel.load(model_dir("warfarin")).suggest(frame).set_index("subject_id")["dose_mg_week"]
+    doses = {p["subject"]["reference"].removeprefix("Patient/"):
+             p["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] for p in proposals}
+    assert len(doses) == len(frame)
+    ids = list(doses)
+    np.testing.assert_allclose([doses[i] for i in ids], federated.loc[ids], atol=0.051)
+    assert np.abs(federated.loc[ids] - shipped.loc[ids]).max() > 0.1  # not the shipped model's doses
 
 
 def test_cli_trains_a_glucose_model_that_cgm_eval_scores(cgm_csv, tmp_path):

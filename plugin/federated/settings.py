@@ -15,9 +15,10 @@ class FederatedSettings:
 
     ``data`` is the data file the clients read when their node does not name its own (in a simulation every
     client reads its partition of this file); ``output`` is the model folder the server writes.
-    ``clients`` = 0 means one client per partition; fewer takes the first ones (CGM subjects in id order,
-    patient groups largest first). A round waits at most ``round_timeout`` seconds for replies; clients that
-    fail or do not answer in time are left out of that round. ``dp_clip`` > 0 clips each client's update to
+    In a simulation, ``clients`` = 0 means one client per partition, fewer takes the first ones (CGM subjects in
+    id order, patient groups largest first); a deployment uses every SuperNode that is connected. The server
+    waits for ``min_clients`` before it starts; a round waits at most ``round_timeout`` seconds for replies, and
+    clients that fail or do not answer in time are left out of it. ``dp_clip`` > 0 clips each client's update to
     that L2 norm on the server, weights clients equally and ``dp_noise`` adds Gaussian noise of standard deviation
     ``dp_noise * dp_clip / clients`` to the average (Flower's server-side fixed clipping).
     """
