@@ -1,11 +1,14 @@
 """Scale benchmark of ``medmeta batch``: patients/s and peak memory as the export grows.
 
-Builds Bulk NDJSON exports of N patients by copying the 200 Synthea patients under new ids
-(every UUID in a copy replaced by a UUID derived from it and the copy number, so references
+Builds Bulk NDJSON exports of N patients by copying a base population under new ids (every
+UUID or IWPC id in a copy replaced by one derived from it and the copy number, so references
 stay consistent), then runs ``medmeta batch`` on each with 1 and 2 worker processes, sampling
-the memory of the whole process tree.
+the memory of the whole process tree. Base populations (``--mix``): ``synthea`` (the 200
+Synthea patients: reading and normalising a full record, few models apply) and ``clinic``
+(the 200 Synthea patients plus 200 IWPC patients written as FHIR, so that half the patients
+get a warfarin dose proposal).
 
-    python benchmarks/batch_scale.py --data ../shared/data --sizes 1000 10000 --workers 1 2
+    python benchmarks/batch_scale.py --data ../shared/data --mix synthea clinic --sizes 1000 10000 --workers 1 2
 """
 
 from __future__ import annotations
@@ -29,11 +32,34 @@ import orjson
 import psutil
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+IWPC_ID = re.compile(rb"\bPA[0-9]+\b")
 LINES_PER_FILE = 200_000
 
 
-def build_export(bundles: list[Path], n_patients: int, out: Path) -> Path:
-    """A Bulk NDJSON export of ``n_patients`` (copies of ``bundles`` with new ids) in ``out``."""
+def base_population(data: Path, mix: str) -> list[bytes]:
+    """One JSON Bundle (bytes) per base patient."""
+    raw = [gzip.decompress(p.read_bytes()) for p in sorted((data / "synthea_fhir_r4" / "bundles").glob("*.json.gz"))]
+    if mix == "clinic":
+        from medmeta import paths
+        from medmeta.datasets.warfarin import load_iwpc
+        from medmeta.fhir import iwpc_resources
+
+        frame, _ = load_iwpc(data / paths.WARFARIN_CSV)
+        for row in frame.head(len(raw)).to_dict("records"):
+            entries = [{"resource": r} for r in iwpc_resources(row)]
+            raw.append(orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    return raw
+
+
+def new_ids(text: bytes, copy: int) -> bytes:
+    """``text`` with every id replaced by one derived from it and ``copy``."""
+    ns = uuid.uuid5(uuid.NAMESPACE_URL, f"medmeta-scale-copy-{copy}")
+    text = UUID.sub(lambda m: str(uuid.uuid5(ns, m.group().decode())).encode(), text)
+    return IWPC_ID.sub(lambda m: m.group() + f"-c{copy}".encode(), text)
+
+
+def build_export(raw: list[bytes], n_patients: int, out: Path) -> Path:
+    """A Bulk NDJSON export of ``n_patients`` (copies of the ``raw`` Bundles with new ids) in ``out``."""
     if (out / "manifest.json").exists():
         return out
     tmp = out.with_name(out.name + ".tmp")
@@ -41,11 +67,9 @@ def build_export(bundles: list[Path], n_patients: int, out: Path) -> Path:
     tmp.mkdir(parents=True)
     files: dict[str, tuple] = {}  # type -> (file, lines in it, file number)
     output = []
-    raw = [gzip.decompress(p.read_bytes()) for p in bundles]
     for i in range(n_patients):
         copy, b = divmod(i, len(raw))
-        ns = uuid.uuid5(uuid.NAMESPACE_URL, f"medmeta-scale-copy-{copy}")
-        text = UUID.sub(lambda m, ns=ns: str(uuid.uuid5(ns, m.group().decode())).encode(), raw[b]) if copy else raw[b]
+        text = new_ids(raw[b], copy) if copy else raw[b]
         for entry in orjson.loads(text)["entry"]:
             r = entry["resource"]
             t = r["resourceType"]
@@ -104,20 +128,24 @@ def run(export: Path, output: Path, workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the shared/data folder")
+    parser.add_argument("--mix", nargs="+", choices=["synthea", "clinic"], default=["synthea", "clinic"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--work", type=Path, default=Path("/tmp/medmeta-batch-scale"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "batch_scale")
     args = parser.parse_args()
-    bundles = sorted((args.data / "synthea_fhir_r4" / "bundles").glob("*.json.gz"))
     rows = []
-    for n in args.sizes:
-        export = build_export(bundles, n, args.work / f"export-{n}")
-        for w in args.workers:
-            row = {"export_mib": round(sum(f.stat().st_size for f in export.iterdir()) / 2**20), **run(
-                export, args.work / f"out-{n}-{w}", w)}
-            print(row, flush=True)
-            rows.append(row)
+    for mix in args.mix:
+        raw = base_population(args.data, mix)
+        for n in args.sizes:
+            export = build_export(raw, n, args.work / f"export-{mix}-{n}")
+            for w in args.workers:
+                row = {"mix": mix, "export_mib": round(sum(f.stat().st_size for f in export.iterdir()) / 2**20),
+                       **run(export, args.work / f"out-{mix}-{n}-{w}", w)}
+                print(row, flush=True)
+                rows.append(row)
+                shutil.rmtree(args.work / f"out-{mix}-{n}-{w}")
+            shutil.rmtree(export)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python benchmarks/batch_scale.py " + " ".join(sys.argv[1:]),
             "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
