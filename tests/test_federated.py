@@ -138,6 +138,23 @@ def _fail_in_round_two(message, context, call_next):
     return call_next(message, context)
 
 
+def test_client_errors_reach_the_server_without_patient_data():
+    from medmeta.federated.app import ClientFailure, without_patient_data
+
+    def bad_record(message, context):
+        raise DataError("not a number", source="/data/iwpc.csv", row=12, field="weight_kg", record_id="PA123")
+
+    def crash(message, context):
+        raise ValueError("could not convert 'PA123: 71.5 kg'")
+
+    with pytest.raises(ClientFailure) as failure:
+        without_patient_data(bad_record)(None, None)
+    assert str(failure.value) == "DataError: not a number (field 'weight_kg')"
+    assert failure.value.__cause__ is None and failure.value.__suppress_context__
+    with pytest.raises(ClientFailure, match=r"^ValueError$"):
+        without_patient_data(crash)(None, None)
+
+
 def test_simulation_goes_on_without_a_client_that_fails_mid_round(warfarin_csv, tmp_path):
     from typer.testing import CliRunner
 

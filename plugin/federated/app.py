@@ -74,16 +74,39 @@ def _client_side(message: Message, context: Context) -> tuple[FederatedTask, Any
     return task, data, setup
 
 
+class ClientFailure(RuntimeError):
+    """What a client's failure tells the server and the logs: never a record, a line or a value."""
+
+
+def without_patient_data(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Wrap a client handler so that an error reaches the server (and Flower's logs) as the exception's type and,
+    for medmeta's data errors, the reason and field only: the record id and line stay on the client."""
+
+    @functools.wraps(handler)
+    def wrapper(message: Message, context: Context) -> Message:
+        try:
+            return handler(message, context)
+        except DataError as exc:
+            r = exc.rejection
+            raise ClientFailure(f"DataError: {r.reason}" + (f" (field {r.field!r})" if r.field else "")) from None
+        except Exception as exc:
+            raise ClientFailure(type(exc).__name__) from None
+
+    return wrapper
+
+
 def client_app(mods: Sequence[Callable] = ()) -> ClientApp:
     """The ClientApp; ``mods`` are Flower client mods (for example Flower's client-side DP clipping)."""
     app = ClientApp(mods=list(mods))
 
     @app.query("statistics")
+    @without_patient_data
     def statistics(message: Message, context: Context) -> Message:
         task, data, _ = _client_side(message, context)
         return Message(_sums_content(task.statistics(data)), reply_to=message)
 
     @app.train()
+    @without_patient_data
     def train(message: Message, context: Context) -> Message:
         task, data, setup = _client_side(message, context)
         state = message.content["arrays"].to_torch_state_dict()
@@ -94,6 +117,7 @@ def client_app(mods: Sequence[Callable] = ()) -> ClientApp:
                        reply_to=message)
 
     @app.query("calibration")
+    @without_patient_data
     def calibration(message: Message, context: Context) -> Message:
         task, data, setup = _client_side(message, context)
         state = message.content["arrays"].to_torch_state_dict()
@@ -104,7 +128,7 @@ def client_app(mods: Sequence[Callable] = ()) -> ClientApp:
 
 # -- the server ------------------------------------------------------------------------------------
 def _failure(reply: Message) -> str:
-    """The last line of a client's error (its exception), which names no patient data."""
+    """The last line of a client's error (see :func:`without_patient_data`)."""
     reason = (reply.error.reason or "").strip().splitlines()
     return reason[-1] if reason else f"error code {reply.error.code}"
 
