@@ -20,7 +20,8 @@ at k = 0 (no adaptation), with the IWPC pharmacogenetic algorithm on the same pa
 
     .venv/bin/python benchmarks/federated.py --data-dir ../shared/data [--tasks cgm warfarin]
 
-Writes benchmarks/federated.json and benchmarks/federated.md. About 40 minutes on 2 CPU cores.
+Writes benchmarks/federated.json and .md (or ``--output``). docs/federated.md has the runs made, their commands and
+times (28 and 21 minutes for the two it shows, on 2 shared CPU cores).
 """
 
 from __future__ import annotations
