@@ -54,3 +54,14 @@ def bootstrap_ci(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(draws, [tail, 100 - tail])
     return point, float(low), float(high)
+
+
+def conformal_bounds(residual: np.ndarray, coverage: float) -> list[float]:
+    """Split-conformal ``[low, high]`` bounds on residuals (actual - predicted): each tail holds at most
+    ``(1 - coverage) / 2`` of the calibration residuals, with the finite-sample correction."""
+    residual = np.asarray(residual, dtype=float)
+    n = len(residual)
+    tail = (1 - coverage) / 2
+    lo = np.quantile(residual, max(0.0, np.floor(tail * (n + 1)) / n), method="lower")
+    hi = np.quantile(residual, min(1.0, np.ceil((1 - tail) * (n + 1)) / n), method="higher")
+    return [float(lo), float(hi)]

@@ -82,6 +82,20 @@ class Episode:
     classes: tuple[Hashable, ...]
     support: np.ndarray
     query: np.ndarray
+    #: Queries of each class, when they differ (a sampler with ``min_query``); None: equal shares.
+    query_counts: tuple[int, ...] | None = None
+
+    @property
+    def support_labels(self) -> np.ndarray:
+        """Episode labels ``0..N-1`` of the support items (grouped by class, equal shots)."""
+        n = len(self.classes)
+        return np.repeat(np.arange(n), len(self.support) // n)
+
+    @property
+    def query_labels(self) -> np.ndarray:
+        """Episode labels ``0..N-1`` of the query items."""
+        n = len(self.classes)
+        return np.repeat(np.arange(n), self.query_counts or [len(self.query) // n] * n)
 
 
 class EpisodeSampler:
@@ -90,7 +104,9 @@ class EpisodeSampler:
     ``labels[i]`` is the class of item ``i``; ``classes`` restricts the episodes to some
     classes (for example one side of a :class:`ClassSplit`). Every class must have at least
     ``k_shot + n_query`` items, which is checked up front with an error naming the classes
-    that fall short.
+    that fall short. With ``min_query``, a class needs only ``k_shot + min_query`` items and
+    one with fewer than ``k_shot + n_query`` gives all its remaining items as queries (so the
+    episodes of a small class have fewer queries, never a repeated image).
     """
 
     def __init__(
@@ -102,6 +118,7 @@ class EpisodeSampler:
         *,
         classes: Iterable[Hashable] | None = None,
         seed: int | None = 0,
+        min_query: int | None = None,
     ) -> None:
         if n_way < 1 or k_shot < 1 or n_query < 0:
             raise ValueError(f"need n_way >= 1, k_shot >= 1, n_query >= 0 (got {n_way}, {k_shot}, {n_query})")
@@ -114,11 +131,14 @@ class EpisodeSampler:
         if n_way > len(wanted):
             raise DataError(f"{n_way}-way episodes need {n_way} classes, only {len(wanted)} available: "
                             f"{sorted(map(str, wanted))}", field="labels")
-        need = k_shot + n_query
+        if min_query is not None and not 1 <= min_query <= max(n_query, 1):
+            raise ValueError(f"min_query must be in 1..n_query, got {min_query}")
+        need = k_shot + (n_query if min_query is None else min_query)
         short = {str(c): len(present[c]) for c in wanted if len(present[c]) < need}
         if short:
-            raise DataError(f"{k_shot}-shot {n_query}-query episodes need {need} items per class; "
-                            f"too few in {short}", field="labels")
+            what = (f"{k_shot}-shot {n_query}-query episodes" if min_query is None
+                    else f"{k_shot}-shot episodes with at least {min_query} query image(s)")
+            raise DataError(f"{what} need {need} items per class; too few in {short}", field="labels")
         self.n_way, self.k_shot, self.n_query = n_way, k_shot, n_query
         self.classes: tuple[Hashable, ...] = tuple(wanted)
         self._items = {c: present[c] for c in wanted}
@@ -130,20 +150,22 @@ class EpisodeSampler:
         picked = [self.classes[i] for i in rng.choice(len(self.classes), self.n_way, replace=False)]
         support, query = [], []
         for c in picked:
-            chosen = rng.choice(self._items[c], self.k_shot + self.n_query, replace=False)
+            items = self._items[c]
+            chosen = rng.choice(items, min(self.k_shot + self.n_query, len(items)), replace=False)
             support.append(chosen[: self.k_shot])
             query.append(chosen[self.k_shot:])
-        return Episode(tuple(picked), np.concatenate(support), np.concatenate(query))
+        counts = tuple(len(q) for q in query)
+        return Episode(tuple(picked), np.concatenate(support), np.concatenate(query),
+                       None if len(set(counts)) == 1 else counts)
 
     def task(self, x: Any, episode: Episode | None = None) -> Task:
         """Draw an episode (or use ``episode``) and gather its items from ``x`` into a :class:`Task`."""
         ep = episode or self.sample()
-        labels = np.arange(self.n_way)
         return Task(
             x[ep.support],
-            np.repeat(labels, self.k_shot),
+            ep.support_labels,
             x[ep.query],
-            np.repeat(labels, self.n_query),
+            ep.query_labels,
             {"classes": ep.classes, "support_ids": ep.support, "query_ids": ep.query},
         )
 

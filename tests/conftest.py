@@ -36,6 +36,17 @@ def full_data() -> Path:
     return FULL_DATA
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on a shared 2-core machine run faster without thread contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def _fhir_server_running():
     from fhir_server import RunningServer

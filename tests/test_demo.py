@@ -10,7 +10,11 @@ from medmeta.cli import app
 def test_demo_scores_the_sample_export_end_to_end(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "medmeta dashboard --source" in result.output and "not for clinical use" in result.output
+    assert "not for clinical use" in result.output
+    hint = " ".join(result.output.split()).split("medmeta dashboard ")[1].split()
+    assert hint[:2] == ["--source", str(tmp_path / "export")]
+    dashboard_help = CliRunner().invoke(app, ["dashboard", "--help"]).output
+    assert all(option in dashboard_help for option in hint if option.startswith("--"))  # a command that works
     manifest = json.loads((tmp_path / "results" / "manifest.json").read_text())
     contents = json.loads((tmp_path / "export.json").read_text())
     p = manifest["counts"]["patients"]
@@ -20,7 +24,7 @@ def test_demo_scores_the_sample_export_end_to_end(tmp_path):
     assert len({o["patient"] for o in outcomes}) == len(outcomes) == p["read"]
     assert manifest["counts"]["results"]["MedicationRequest"] == 500  # every IWPC patient
     assert manifest["counts"]["results"]["Observation"] == 2 * 6  # 30 and 60 min for every CGM subject
-    assert {m["name"] for m in manifest["models"]} == {"warfarin-dose", "glucose-forecast"}
+    assert {m["name"] for m in manifest["models"]} == {"warfarin-dose", "glucose-forecast", "fewshot-diagnosis"}
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path):

@@ -8,7 +8,7 @@ import os
 import typer
 from rich.console import Console
 
-from medmeta.cli import batch, cgm, demo, federated, fhir, hba1c, warfarin
+from medmeta.cli import batch, cgm, dashboard, demo, federated, fewshot, fhir, fusion, hba1c, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -19,11 +19,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("demo")(demo.demo)
+app.add_typer(fewshot.app, name="fewshot")
 app.add_typer(fhir.app, name="fhir")
 app.add_typer(warfarin.app, name="warfarin")
 app.add_typer(cgm.app, name="cgm")
 app.add_typer(hba1c.app, name="hba1c")
 app.command("batch")(batch.batch)
+app.add_typer(fusion.app, name="fusion")
+app.command("dashboard")(dashboard.dashboard)
 app.add_typer(federated.app, name="federated")
 
 

@@ -31,5 +31,6 @@ def demo(
     console.print("Results: " + ", ".join(f"{k} {v:,}" for k, v in c["results"].items()))
     console.print(f"Rejected input records: {c['rejects']:,} (reasons in {results / 'rejects.ndjson'})")
     console.print(f"\nResults are in {results}/ (FHIR NDJSON per type, manifest.json, outcomes.ndjson).")
-    console.print(f"Open the dashboard on them:  medmeta dashboard --source {export} --results {results}")
+    console.print(f"Review these patients in the dashboard (the same models, with their evidence):  "
+                  f"medmeta dashboard --source {export}")
     console.print(f"[dim]{manifest['disclaimer']}[/dim]")

@@ -163,6 +163,7 @@ class FederatedWarfarin(FederatedTask):
         m.intervals_ = {str(c): histogram_conformal(a["residual_histogram"], EDGES, c) for c in m.coverage}
         m.reference_ = m.reference_from_counts({f: {tuple(float(v) for v in k.split(",")): c for k, c in cs.items()}
                                                 for f, cs in calibration.counts.items()})
+        m.calibration_ = []  # the per-decile table needs the pooled deciles of the predictions: not computed here
         m.training_ = {"patients": setup["patients"], "groups": int(a["groups"]), "source": None,
                        "out_of_fold_mae": float(a["abs_error_sum"]) / float(a["patients"])}
         return m.save(output, extra={"federated": report})

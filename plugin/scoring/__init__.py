@@ -50,7 +50,16 @@ def model_info(name: str, folder) -> ModelInfo:
 
 def default_scorers() -> list[Scorer]:
     """Every shipped model that applies to FHIR records, as a scorer (models load once per process)."""
+    import logging
+
+    from medmeta.scoring.diagnosis import DiagnosisScorer, shipped_bundle
     from medmeta.scoring.glucose import GlucoseScorer
     from medmeta.scoring.warfarin import WarfarinScorer
 
-    return [WarfarinScorer(), GlucoseScorer()]
+    scorers: list[Scorer] = [WarfarinScorer(), GlucoseScorer()]
+    if (shipped_bundle() / "configs" / "metadata.json").is_file():  # the bundles live in the source tree
+        scorers.append(DiagnosisScorer())
+    else:
+        logging.getLogger(__name__).warning("image diagnosis left out: no bundle at %s (set MEDMETA_DIAGNOSIS_BUNDLE)",
+                                            shipped_bundle())
+    return scorers

@@ -341,6 +341,28 @@ class GlucoseForecaster:
         return model
 
 
+def adaptation_curve(model: GlucoseForecaster, series: CGMSeries, *, hours: Sequence[float] = (0, 2, 4, 8, 12, 24),
+                     horizon: int = 30, window_hours: float = 24.0) -> pd.DataFrame:
+    """How the forecast error falls as the model adapts to a subject: for each amount of the subject's first
+    readings adapted on (0 h: not adapted), the MAE and RMSE ``horizon`` minutes ahead on the same later points
+    (the ``window_hours`` after the longest adaptation period)."""
+    points = model.points(series)
+    if not len(points):
+        return pd.DataFrame(columns=["hours", "mae", "rmse", "n"])
+    start, longest = points.origin[0], max(hours)
+    end = start + pd.Timedelta(hours=longest)
+    j = points.horizons.index(horizon)
+    later = (points.origin >= end) & (points.origin < end + pd.Timedelta(hours=window_hours))
+    test = points.subset(np.asarray(later) & ~np.isnan(points.targets[:, j]))
+    rows = []
+    for h in hours:
+        adapt, _ = adaptation_split(points, start, h)
+        err = model.adapt(points.subset(adapt)).predict(test)[:, j] - test.targets[:, j] if len(test) else np.empty(0)
+        rows.append({"hours": h, "mae": float(np.mean(np.abs(err))) if len(err) else np.nan,
+                     "rmse": float(np.sqrt(np.mean(err**2))) if len(err) else np.nan, "n": len(err)})
+    return pd.DataFrame(rows)
+
+
 class AdaptedForecaster:
     """A forecaster adapted to one subject (``n_adapt`` points; 0: the population model)."""
 

@@ -32,6 +32,7 @@ import medmeta
 from medmeta.errors import DataError
 from medmeta.learners.maml import MAML, AdaptedModel
 from medmeta.learners.networks import WithLinearPrior, mlp
+from medmeta.stats import conformal_bounds
 from medmeta.tasks import Task
 from medmeta.treatment.iwpc import CLINICAL, PHARMACOGENETIC, impute_vkorc1, iwpc_pharmacogenetic_dose
 from medmeta.treatment.warfarin_features import (
@@ -155,7 +156,8 @@ class WarfarinDoseModel:
             self.members_.append(maml)
             oof[~train] = maml.predict(x[~train])[:, 0]
         residual = np.log(dose) - np.log(self._to_dose(oof))
-        self.intervals_ = {str(c): _conformal(residual, c) for c in self.coverage}
+        self.intervals_ = {str(c): conformal_bounds(residual, c) for c in self.coverage}
+        self.calibration_ = _calibration(self._to_dose(oof), dose, residual, self.intervals_)
         self.training_ = {"patients": len(dosed), "groups": len(np.unique(groups)),
                           "source": Path(frame.attrs["source"]).name if frame.attrs.get("source") else None,
                           "out_of_fold_mae": float(np.mean(np.abs(self._to_dose(oof) - dose)))}
@@ -237,7 +239,8 @@ class WarfarinDoseModel:
             "features": {"names": self.feature_names_, "factors": self.feature_factors_, "mean": self.mean_.tolist(),
                          "scale": self.scale_.tolist(), "reference": self.reference_.tolist()},
             "target": {"transform": "sqrt(mg/week)", "mean": self.target_mean_, "scale": self.target_scale_},
-            "intervals_log_residual": self.intervals_, "training": self.training_, **(extra or {}),
+            "intervals_log_residual": self.intervals_, "training": self.training_,
+            "calibration_out_of_fold": self.calibration_, **(extra or {}),
         }
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         return directory
@@ -259,6 +262,7 @@ class WarfarinDoseModel:
         model.reference_ = np.asarray(feats["reference"], dtype=np.float32)
         model.target_mean_, model.target_scale_ = config["target"]["mean"], config["target"]["scale"]
         model.intervals_, model.training_ = config["intervals_log_residual"], config["training"]
+        model.calibration_ = config.get("calibration_out_of_fold", [])
         tensors = load_file(directory / "model.safetensors")
         model.members_ = []
         for i in range(model.members):
@@ -269,13 +273,22 @@ class WarfarinDoseModel:
         return model
 
 
-def _conformal(residual: np.ndarray, coverage: float) -> list[float]:
-    """Split-conformal bounds on log(actual / predicted): each tail holds at most (1 - coverage) / 2."""
-    n = len(residual)
-    tail = (1 - coverage) / 2
-    lo = np.quantile(residual, max(0.0, np.floor(tail * (n + 1)) / n), method="lower")
-    hi = np.quantile(residual, min(1.0, np.ceil((1 - tail) * (n + 1)) / n), method="higher")
-    return [float(lo), float(hi)]
+def _calibration(predicted: np.ndarray, actual: np.ndarray, residual: np.ndarray,
+                 intervals: dict[str, list[float]], bins: int = 10) -> list[dict[str, float]]:
+    """Out-of-fold calibration by decile of the predicted dose: mean predicted and actual dose, and how often
+    the actual dose fell in each prediction interval."""
+    edges = np.quantile(predicted, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, predicted, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = which == b
+        row = {"predicted_mg_week": round(float(predicted[m].mean()), 2),
+               "actual_mg_week": round(float(actual[m].mean()), 2), "n": int(m.sum())}
+        for level, (lo, hi) in intervals.items():
+            inside = (residual[m] >= lo) & (residual[m] <= hi)
+            row[f"coverage{round(float(level) * 100)}"] = round(float(np.mean(inside)), 3)
+        out.append(row)
+    return out
 
 
 class AdaptedWarfarinModel:
