@@ -20,8 +20,9 @@ from medmeta.federated.task import Sums
 from medmeta.federated.warfarin import EDGES, FederatedWarfarin, histogram_conformal
 from medmeta.models import model_dir
 from medmeta.paths import CGM_HALL_CSV, WARFARIN_CSV
+from medmeta.stats import conformal_bounds
 from medmeta.treatment.glucose import ARForecaster, GlucoseForecaster
-from medmeta.treatment.warfarin import WarfarinDoseModel, _conformal
+from medmeta.treatment.warfarin import WarfarinDoseModel
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_histogram_intervals_contain_the_exact_conformal_ones():
         counts = np.histogram(residual, EDGES)[0]
         width = EDGES[1] - EDGES[0]
         for coverage in (0.8, 0.9):
-            lo, hi = _conformal(residual, coverage)
+            lo, hi = conformal_bounds(residual, coverage)
             h_lo, h_hi = histogram_conformal(counts, EDGES, coverage)
             assert lo - width - 1e-9 <= h_lo <= lo + 1e-9
             assert hi - 1e-9 <= h_hi <= hi + width + 1e-9

@@ -33,7 +33,7 @@ EDGES = np.linspace(-6.0, 6.0, 2401)
 
 
 def histogram_conformal(counts: np.ndarray, edges: np.ndarray, coverage: float) -> list[float]:
-    """Split-conformal bounds of :func:`medmeta.treatment.warfarin._conformal` from a histogram of the residuals:
+    """Split-conformal bounds of :func:`medmeta.stats.conformal_bounds` from a histogram of the residuals:
     the same order statistics, each replaced by the outer edge of its bin (never narrower)."""
     n = int(counts.sum())
     tail = (1 - coverage) / 2
