@@ -96,7 +96,7 @@ def workloads(data_dir):
 
     series = load_cgm(data_path(CGM_HALL_CSV, data_dir)).data
     g = GlucoseForecaster(seed=1)
-    g_tasks = list(itertools.islice(g._tasks([g.points(s) for s in series.values()]), 160))
+    g_tasks = list(itertools.islice(g.subject_tasks([g.points(s) for s in series.values()]), 160))
     return [("warfarin", w._network, w_tasks, "l1", 1, 16), ("glucose", g._network, g_tasks, "mse", 3, 8)]
 
 

@@ -8,7 +8,7 @@ import os
 import typer
 from rich.console import Console
 
-from medmeta.cli import batch, cgm, dashboard, demo, fewshot, fhir, fusion, hba1c, warfarin
+from medmeta.cli import batch, cgm, dashboard, demo, federated, fewshot, fhir, fusion, hba1c, warfarin
 from medmeta.errors import MedmetaError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(hba1c.app, name="hba1c")
 app.command("batch")(batch.batch)
 app.add_typer(fusion.app, name="fusion")
 app.command("dashboard")(dashboard.dashboard)
+app.add_typer(federated.app, name="federated")
 
 
 @app.callback()

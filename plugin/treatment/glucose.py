@@ -240,7 +240,8 @@ class GlucoseForecaster:
                     meta_batch_size=self.meta_batch_size, max_steps=self.meta_steps, weight_decay=self.weight_decay,
                     seed=self.seed)
 
-    def _tasks(self, data: list[ForecastPoints]) -> Iterator[Task]:
+    def subject_tasks(self, data: list[ForecastPoints]) -> Iterator[Task]:
+        """Endless meta-training tasks (seeded by ``seed``): a subject, a day of it as support, other times as query."""
         rng = np.random.default_rng(self.seed)
         data = [p for p in data if len(p) > 0]
         while True:
@@ -262,7 +263,7 @@ class GlucoseForecaster:
         usable = [p for p in data if len(p) > 0]
         if not usable:
             raise DataError("no subject has a complete hour of readings to learn from", field="gl")
-        self.maml_ = self._maml().meta_fit(self._tasks(usable), show_progress=show_progress)
+        self.maml_ = self._maml().meta_fit(self.subject_tasks(usable), show_progress=show_progress)
         self.training_ = {"subjects": len(usable), "points": int(sum(len(p) for p in usable)),
                           "steps": self.maml_.history_["steps"]}
         self.seconds_ = self.maml_.history_["seconds"]

@@ -165,17 +165,33 @@ class WarfarinDoseModel:
 
     def _reference(self, x: np.ndarray) -> np.ndarray:
         """A typical patient: population mean of scaled factors, the most common value of the others."""
-        ref = np.zeros(x.shape[1], dtype=np.float32)
+        return self.reference_from_counts(self.pattern_counts(x))
+
+    def pattern_counts(self, x: np.ndarray) -> dict[str, dict[tuple[float, ...], int]]:
+        """How many patients of standardised features ``x`` show each value pattern of each categorical factor.
+
+        Counts add up across data sets, so a federated client can send them instead of its patients.
+        """
+        factors = np.asarray(self.feature_factors_)
+        counts = {}
+        for factor in dict.fromkeys(self.feature_factors_):
+            if factor not in CONTINUOUS_FACTORS:
+                patterns, n = np.unique(x[:, factors == factor].round(6), axis=0, return_counts=True)
+                counts[factor] = {tuple(float(v) for v in p): int(c) for p, c in zip(patterns, n, strict=True)}
+        return counts
+
+    def reference_from_counts(self, counts: dict[str, dict[tuple[float, ...], int]]) -> np.ndarray:
+        """The typical patient from :meth:`pattern_counts`: continuous factors at their mean (and not missing),
+        the others at their most common pattern (the smallest one on ties)."""
+        ref = np.zeros(len(self.feature_names_), dtype=np.float32)
         factors = np.asarray(self.feature_factors_)
         for factor in dict.fromkeys(self.feature_factors_):
             cols = np.flatnonzero(factors == factor)
             if factor in CONTINUOUS_FACTORS:
-                ref[cols] = 0.0  # the mean, and "not missing" below
                 missing = [c for c in cols if self.feature_names_[c].endswith("_missing")]
                 ref[missing] = (0 - self.mean_[missing]) / self.scale_[missing]
             else:
-                patterns, counts = np.unique(x[:, cols].round(6), axis=0, return_counts=True)
-                ref[cols] = patterns[counts.argmax()]
+                ref[cols] = max(sorted(counts[factor]), key=counts[factor].__getitem__)
         return ref
 
     # -- prediction --------------------------------------------------------------------------------
@@ -209,8 +225,9 @@ class WarfarinDoseModel:
         return AdaptedWarfarinModel(self, predictors, 0 if support is None else len(support)).suggest(frame)
 
     # -- persistence -------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """``config.json`` (settings, feature scaling, intervals, training summary) and ``model.safetensors``."""
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """``config.json`` (settings, feature scaling, intervals, training summary, ``extra``) and
+        ``model.safetensors``."""
         self._check()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -223,7 +240,7 @@ class WarfarinDoseModel:
                          "scale": self.scale_.tolist(), "reference": self.reference_.tolist()},
             "target": {"transform": "sqrt(mg/week)", "mean": self.target_mean_, "scale": self.target_scale_},
             "intervals_log_residual": self.intervals_, "training": self.training_,
-            "calibration_out_of_fold": self.calibration_,
+            "calibration_out_of_fold": self.calibration_, **(extra or {}),
         }
         (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         return directory
