@@ -59,6 +59,13 @@ def warfarin_model(folder: str):
     return WarfarinDoseModel.load(folder)
 
 
+@st.cache_resource(show_spinner="Loading the fusion model...")
+def fusion_model(folder: str):
+    from medmeta.fusion.model import FusionModel
+
+    return FusionModel.load(folder)
+
+
 @st.cache_resource(show_spinner="Loading the glucose model...")
 def glucose_model(folder: str):
     from medmeta.treatment.glucose import GlucoseForecaster

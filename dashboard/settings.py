@@ -4,7 +4,8 @@ Set by ``medmeta dashboard`` (or the environment) before Streamlit starts:
 
 - ``MEDMETA_DASHBOARD_SOURCE``: a FHIR source (Bulk export folder, Bundle file or folder, server URL);
   default: the embedded sample export, built once under ``MEDMETA_HOME``;
-- ``MEDMETA_MODELS``: a folder laid out like ``models/`` (``warfarin/``, ``glucose/``); default: the shipped models;
+- ``MEDMETA_MODELS``: a folder laid out like ``models/`` (``warfarin/``, ``glucose/``, ``warfarin_fusion/``);
+  default: the shipped models;
 - ``MEDMETA_BUNDLES``: a folder of few-shot MONAI bundles; default: the repository's ``monai_bundles/``;
 - ``MEDMETA_AUDIT_DB``: the audit log (SQLite); default ``MEDMETA_HOME/audit.sqlite``;
 - ``MEDMETA_HOME``: medmeta's own working folder (default ``~/.cache/medmeta``): the sample export and the

@@ -101,6 +101,7 @@ def test_treatment_accept_and_override_go_to_the_audit_log(env):
     at.sidebar.radio(key="page").set_value("Treatment")
     rerun(at)
     assert any("mg/week" in m.value for m in at.metric)
+    assert "Fusion model, second opinion:" in texts(at) and "used: clinical" in texts(at)
     button(at, "Accept").click()
     rerun(at)
     assert "Accepted; recorded in the audit log." in texts(at)

@@ -60,12 +60,34 @@ def warfarin(ctx: Context) -> None:
         st.altair_chart(chart.properties(title="What moved the dose", height=40 + 30 * len(factors)), width="stretch")
     if s.missing_inputs:
         st.warning(f"Missing inputs (less reliable suggestion): {', '.join(s.missing_inputs)}")
+    fused(ctx, row)
     st.caption(s.disclaimer)
     suggestion = {"dose_mg_week": dose, "interval80": [float(s.interval80_low_mg_week),
                                                        float(s.interval80_high_mg_week)],
                   "iwpc_pharmacogenetic_mg_week": pgx, "factors": s.top_factors}
     review(ctx.audit, user=ctx.user, patient=ctx.patient, kind="warfarin", model="warfarin-dose",
            version=data.model_version("warfarin-dose", str(folder)), suggestion=suggestion)
+
+
+def fused(ctx: Context, row: pd.DataFrame) -> None:
+    """The fusion model's dose beside it: which modalities (clinical record, genotype) it used, and their weights."""
+    from medmeta.fusion.datasets import warfarin_data
+    from medmeta.fusion.inference import predict_multimodal
+
+    folder = ctx.settings.model_folder("warfarin_fusion")
+    if not (folder / "config.json").exists():
+        return
+    predictions, rejected = predict_multimodal(data.fusion_model(str(folder)), warfarin_data(row).x)
+    if not predictions:
+        st.write(f"Fusion model: no dose ({rejected[0].reason}).")
+        return
+    p = predictions[0]
+    used = " + ".join(f"{m} (weight {p.modality_weights[m]:.2f})" for m in p.modalities_used)
+    interval = ("80% interval {:.1f}–{:.1f}".format(*p.intervals["80%"]) if "80%" in p.intervals
+                else "no calibrated interval for this set of modalities")
+    missing = f"; missing: {', '.join(p.modalities_missing)}" if p.modalities_missing else ""
+    st.write(f"Fusion model, second opinion: {float(p.prediction):.1f} mg/week ({interval}); used: {used}{missing}. "
+             "See docs/fusion.md for how the two models compare.")
 
 
 @st.cache_data(show_spinner="Adapting the glucose model to this patient...")
