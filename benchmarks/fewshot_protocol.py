@@ -183,8 +183,9 @@ def verdict(report: dict, ours: str) -> list[str]:
         low, high = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
         if low <= 0:
             word = "worse than" if high < 0 else "not distinguishable from"
+            fewer = f", on its {d['episodes']} episodes" if d["episodes"] != report["episodes"] else ""
             lines.append(f"{d['benchmark']}: {word} {d['other']} ({100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f} "
-                         "points)")
+                         f"points{fewer})")
     head = (f"Goal (beat every baseline and peer on every meta-test set at 5 shots) for {ours}: "
             + ("met, every paired difference is above zero." if not lines else "NOT met:"))
     return [head] + [f"- {line}" for line in lines]
@@ -286,7 +287,14 @@ def main() -> None:
                         help="Which sets to score, in this order.")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fewshot_protocol")
+    parser.add_argument("--render", action="store_true",
+                        help="Only rewrite the Markdown and the bundles' result sections from the JSON (no scoring).")
     args = parser.parse_args()
+    if args.render:
+        report = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(markdown(report))
+        bundle_summaries(report)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
