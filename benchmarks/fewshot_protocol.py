@@ -2,6 +2,10 @@
 
     bash benchmarks/setup_peers.sh      # once: learn2learn and easyfsl into benchmarks/.peers
     .venv/bin/python benchmarks/fewshot_protocol.py --data-dir ../shared/data
+    # a cheaper run: fine-tuning on fewer episodes, some peers; more peers merged in later
+    .venv/bin/python benchmarks/fewshot_protocol.py --data-dir ../shared/data --finetune-shots 5 \
+        --finetune-episodes 60 --peers easyfsl_PrototypicalNetworks
+    .venv/bin/python benchmarks/fewshot_protocol.py --data-dir ../shared/data --add --peers easyfsl_MatchingNetworks
 
 Every method is scored on the same seeded episodes (``medmeta.evaluation.protocol_results``):
 meta-validation (val split of the 14 meta-training classes, 5-way) and the meta-test sets of
@@ -183,8 +187,9 @@ def verdict(report: dict, ours: str) -> list[str]:
         low, high = d["mean"] - d["ci95"], d["mean"] + d["ci95"]
         if low <= 0:
             word = "worse than" if high < 0 else "not distinguishable from"
+            fewer = f", on its {d['episodes']} episodes" if d["episodes"] != report["episodes"] else ""
             lines.append(f"{d['benchmark']}: {word} {d['other']} ({100 * d['mean']:+.1f} ± {100 * d['ci95']:.1f} "
-                         "points)")
+                         f"points{fewer})")
     head = (f"Goal (beat every baseline and peer on every meta-test set at 5 shots) for {ours}: "
             + ("met, every paired difference is above zero." if not lines else "NOT met:"))
     return [head] + [f"- {line}" for line in lines]
@@ -286,13 +291,25 @@ def main() -> None:
                         help="Which sets to score, in this order.")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "fewshot_protocol")
+    parser.add_argument("--render", action="store_true",
+                        help="Only rewrite the Markdown and the bundles' result sections from the JSON (no scoring).")
+    parser.add_argument("--add", action="store_true",
+                        help="Score --peers on the episodes of the existing results and merge them in.")
     args = parser.parse_args()
+    if args.render:
+        report = json.loads(args.out.with_suffix(".json").read_text())
+        args.out.with_suffix(".md").write_text(markdown(report))
+        bundle_summaries(report)
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(HERE))
 
     x, keys = meta_train_pool("train", 3, 28, args.data_dir)
+    if args.add:
+        add_peers(args, x, keys)
+        return
     others, budgets = baseline_methods(args, x, keys)
     if not args.no_peers:
         more, more_budgets = peer_methods(args, x, keys)
@@ -327,8 +344,32 @@ def main() -> None:
     print(markdown(json.loads(args.out.with_suffix(".json").read_text())))
 
 
+def add_peers(args, x, keys) -> None:
+    """Score ``--peers`` on the episodes of the existing report and merge them into it (``--add``).
+
+    The episodes are drawn from the same seeds, so the peers' rows and paired differences are
+    on the same episodes as the rest; the per-episode accuracies come from the cache.
+    """
+    report = json.loads(args.out.with_suffix(".json").read_text())
+    saved = np.load(args.cache / "episode_accuracies.npz")
+    accuracies = {(k.split("|")[0], int(k.split("|")[1]), k.split("|", 2)[2]): saved[k] for k in saved.files}
+    new, budgets = peer_methods(args, x, keys)
+    results = [r for r in report["results"] if r["method"] not in new]
+    start = time.monotonic()
+    for bench in dict.fromkeys(r["benchmark"] for r in results):
+        results += protocol_results(new, args.data_dir, shots=report["shots"], episodes=report["episodes"],
+                                    queries=report["queries"], accuracies=accuracies, benchmarks=[bench])
+    methods = dict.fromkeys(r["method"] for r in results)
+    missing = [p for p in PEER_NAMES if p.replace("_", " ", 1) not in methods]
+    notes = [n for n in report["reductions"] if not n.startswith("peers not run")]
+    notes += [f"peers not run: {', '.join(missing)}"] if missing else []
+    write_report(args, methods, {**report["budgets"], **budgets}, results, accuracies,
+                 report["evaluation_seconds"] + time.monotonic() - start, [], notes=notes,
+                 command=f"{report['command']} && python benchmarks/fewshot_protocol.py {' '.join(sys.argv[1:])}")
+
+
 def write_report(args, methods: dict, budgets: dict, results: list[dict], accuracies: dict, seconds: float,
-                 not_reached: list[str]) -> None:
+                 not_reached: list[str], *, notes: list[str] | None = None, command: str | None = None) -> None:
     """``fewshot_protocol.{json,md}``, the bundles' result sections and the per-episode accuracies."""
     ours = [m for m in methods if m.startswith("medmeta")]
     paired = []
@@ -340,10 +381,10 @@ def write_report(args, methods: dict, budgets: dict, results: list[dict], accura
                     mean, ci = paired_difference(accuracies[(bench, 5, mine)][:len(theirs)], theirs)
                     paired.append({"benchmark": bench, "ours": mine, "other": other, "mean": mean, "ci95": ci,
                                    "episodes": len(theirs)})
-    notes = reductions(args) + ([f"not reached before the run stopped: {', '.join(not_reached)}"]
-                                if not_reached else [])
+    notes = (reductions(args) if notes is None else notes) + (
+        [f"not reached before the run stopped: {', '.join(not_reached)}"] if not_reached else [])
     report = {
-        "command": "python benchmarks/fewshot_protocol.py " + " ".join(sys.argv[1:]),
+        "command": command or "python benchmarks/fewshot_protocol.py " + " ".join(sys.argv[1:]),
         "reductions": notes,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} torch "
                    f"thread(s), shared with other jobs; python {platform.python_version()}, torch {torch.__version__}",

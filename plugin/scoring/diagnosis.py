@@ -97,8 +97,9 @@ class DiagnosisScorer:
         from medmeta.fhir.media import decode_image
 
         images = tables.images
+        with_images = set(images["patient_id"].astype(str))
         out = PatientScores(skipped={str(p): "no images (FHIR Media)" for p in tables.patients["patient_id"]
-                                     if str(p) not in set(images["patient_id"].astype(str))})
+                                     if str(p) not in with_images})
         for pid, rows in images.groupby("patient_id", sort=True):
             pid, resources, problems = str(pid), [], []
             for row in rows.sort_values(["time", "media_id"]).to_dict("records"):
