@@ -421,7 +421,7 @@ def main() -> None:
     parser.add_argument("--partitions", nargs="+", default=["race", "indication"])
     parser.add_argument("--dp-noise", nargs="*", type=float, default=[0.1, 1.0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--output", type=Path, default=HERE / "federated")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "federated")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.monotonic()

@@ -3,7 +3,7 @@
     python benchmarks/fusion.py --data-dir ../shared/data          # both tasks, ~20 minutes on a shared 2-core machine
     python benchmarks/fusion.py --data-dir ../shared/data --task warfarin
 
-Writes benchmarks/fusion.json and benchmarks/fusion.md.
+Writes benchmarks/results/fusion.json and benchmarks/results/fusion.md.
 
 - warfarin (IWPC): clinical record + genotype (CYP2C9 and VKORC1 markers), stable weekly dose; reported on patients
   with a complete genotype, an incomplete one, and none; the IWPC algorithms and the shipped warfarin model
@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--task", choices=("all", "warfarin", "diabetes"), default="all")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--bootstrap", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=HERE / "fusion")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "fusion")
     args = parser.parse_args()
     torch.set_num_threads(1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

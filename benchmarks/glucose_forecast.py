@@ -2,7 +2,7 @@
 
 Leave one subject out: meta-train on the 18 others, adapt on the held-out subject's first 24 hours, and score every
 method on the same later points at 30 and 60 minutes (the population AR model is fitted on the same 18 subjects).
-Writes benchmarks/glucose_forecast.json and benchmarks/glucose_forecast.md.
+Writes benchmarks/results/glucose_forecast.json and benchmarks/results/glucose_forecast.md.
 
     .venv/bin/python benchmarks/glucose_forecast.py [--data-dir ../shared/data]
 
@@ -67,7 +67,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=HERE / "glucose_forecast")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "glucose_forecast")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = data_path(CGM_HALL_CSV, args.data_dir)

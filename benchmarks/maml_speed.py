@@ -9,7 +9,7 @@ Three implementations run the same computation on the same networks and tasks:
 Workloads: the warfarin model (79 features -> 32 -> 1 on the IWPC prior; group tasks, support 0-50 patients, query
 <= 64; meta-batch 16, 1 inner step, L1 loss) and the glucose model (14 inputs -> 32 -> 32 -> 12 horizons; subject
 tasks, a day of support, 256 query points; meta-batch 8, 3 inner steps, MSE). Second and first order.
-Writes benchmarks/maml_speed.json and .md.
+Writes benchmarks/results/maml_speed.json and .md.
 
     bash benchmarks/learn2learn_venv.sh        # once: a side venv with learn2learn (not in the project's .venv)
     .venv-learn2learn/bin/python benchmarks/maml_speed.py [--data-dir ../shared/data]
@@ -218,7 +218,7 @@ def adaptation_latency(kind, trained, tasks, loss, steps):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--output", type=Path, default=HERE / "maml_speed")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "maml_speed")
     args = parser.parse_args()
     torch.set_num_threads(1)
     impls = {"medmeta": run_medmeta, "loop": run_loop, **({"learn2learn": run_l2l} if l2l else {})}

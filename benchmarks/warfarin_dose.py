@@ -1,6 +1,6 @@
 """Warfarin dose: the meta-learned model against fixed 35 mg/week and the IWPC algorithms, on the same patients.
 
-Writes benchmarks/warfarin_dose.json and benchmarks/warfarin_dose.md:
+Writes benchmarks/results/warfarin_dose.json and benchmarks/results/warfarin_dose.md:
 
 1. patient-level 5-fold cross-validation (k = 0: every dosed patient predicted by a model that never saw it),
    MAE and % within 20% overall, per dose band and per race with 95% bootstrap CIs, the paired difference
@@ -104,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--split-seed", type=int, default=2026)
-    parser.add_argument("--output", type=Path, default=HERE / "warfarin_dose")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "warfarin_dose")
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = data_path(WARFARIN_CSV, args.data_dir)

@@ -6,7 +6,7 @@
   here on the Synthea records, which are synthetic: no model of it is shipped.
 
 The settings (fusion layer, loss) were chosen on a cross-validation split other than the one reported in
-benchmarks/fusion.md.
+benchmarks/results/fusion.md.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def model_card(task: str, model: FusionModel, command: str) -> str:
         f"- **Trained on**: {t['patients']} patients/examples with a known target; modalities present: "
         + ", ".join(f"{k} {v}" for k, v in t["modalities_present"].items()) + ".",
         f"- **Reproduce** (deterministic on one CPU thread): `{command}`",
-        "- **Evaluation**: benchmarks/fusion.md (patient-level cross-validation with CIs, each modality alone vs "
-        f"fused); score it on other data with `medmeta fusion eval --task {task} --input SOURCE --json OUT`.",
+        "- **Evaluation**: benchmarks/results/fusion.md (patient-level cross-validation with CIs, each modality "
+        f"alone vs fused); score it on other data with `medmeta fusion eval --task {task} --input SOURCE --json OUT`.",
         "- **Limits**: associations, not causal effects; a patient unlike the training patients (or a modality "
         "pattern rare in them) gets a less reliable prediction, and intervals are given only for sets of modalities "
         f"with at least {model.min_calibration} calibration patients.",
