@@ -33,12 +33,21 @@ import psutil
 
 UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 IWPC_ID = re.compile(rb"\bPA[0-9]+\b")
+URN = re.compile(rb'"reference"\s*:\s*"(urn:uuid:[0-9a-f-]{36})"')
 LINES_PER_FILE = 200_000
+
+
+def bulk_references(bundle: bytes) -> bytes:
+    """``bundle`` with its ``urn:uuid:`` references written ``Type/id``, as a Bulk export has them."""
+    local = {e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}"
+             for e in orjson.loads(bundle)["entry"] if e.get("fullUrl", "").startswith("urn:uuid:")}
+    return URN.sub(lambda m: f'"reference":"{local.get(m.group(1).decode(), m.group(1).decode())}"'.encode(), bundle)
 
 
 def base_population(data: Path, mix: str) -> list[bytes]:
     """One JSON Bundle (bytes) per base patient."""
-    raw = [gzip.decompress(p.read_bytes()) for p in sorted((data / "synthea_fhir_r4" / "bundles").glob("*.json.gz"))]
+    raw = [bulk_references(gzip.decompress(p.read_bytes()))
+           for p in sorted((data / "synthea_fhir_r4" / "bundles").glob("*.json.gz"))]
     if mix == "clinic":
         from medmeta import paths
         from medmeta.datasets.warfarin import load_iwpc

@@ -13,9 +13,10 @@ import pytest
 from dask.distributed import LocalCluster
 
 from medmeta.batch import BatchConfig, run_batch
-from medmeta.batch.shuffle import partition_of, patient_key
+from medmeta.batch.shuffle import partition_of, patient_key, routing_key
 from medmeta.errors import MedmetaError
 from medmeta.fhir import FhirServerError
+from medmeta.fhir.sources import Entry
 
 TESTS = Path(__file__).parent
 SCORERS = "batch_scorers:make"  # tests/batch_scorers.py; pytest puts tests/ on sys.path
@@ -136,6 +137,16 @@ def test_patient_routing_is_stable():
     assert patient_key(obs) == patient_key(imm) == patient_key({"resourceType": "Patient", "id": "abc"}) == "abc"
     assert patient_key({"resourceType": "Organization", "id": "o"}) is None
     assert partition_of("abc", 7) == 891568578 % 7  # CRC-32 of "abc": the same in every process and on every machine
+
+
+def test_resources_of_no_patient_are_spread_over_partitions():
+    """Organisations and unreadable lines must not pile up in one partition as the export grows."""
+    orgs = [Entry({"resourceType": "Organization", "id": f"o{i}"}, "Organization.ndjson", i) for i in range(200)]
+    bad = [Entry(None, "Observation.ndjson", i, "malformed JSON") for i in range(200)]
+    assert routing_key(Entry({"resourceType": "Observation", "subject": {"reference": "Patient/abc"}}, "x", 1)) == "abc"
+    for entries in (orgs, bad):
+        used = {partition_of(routing_key(e), 8) for e in entries}
+        assert used == set(range(8))
 
 
 def test_write_back_retries_then_reports_client_errors(reference, fhir_server, tmp_path, source):

@@ -46,9 +46,24 @@ def patient_key(resource: dict[str, Any] | None) -> str | None:
     return parts[-1] if len(parts) >= 2 and parts[-2] == "Patient" else None
 
 
-def partition_of(key: str | None, partitions: int) -> int:
-    """A patient's partition: stable across processes and machines (CRC-32, not Python's salted hash)."""
-    return zlib.crc32(key.encode()) % partitions if key else 0
+def routing_key(entry: Entry) -> str:
+    """What decides an entry's partition: its patient, else its own identity.
+
+    Resources of no patient (organisations, practitioners, unreadable lines) are spread over the
+    partitions like patients are, so no partition grows with the size of the export.
+    """
+    key = patient_key(entry.resource)
+    if key is not None:
+        return key
+    r = entry.resource
+    if isinstance(r, dict) and isinstance(r.get("id"), str):
+        return f"{r.get('resourceType')}/{r['id']}"
+    return f"{entry.source}:{entry.row}"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """A key's partition: stable across processes and machines (CRC-32, not Python's salted hash)."""
+    return zlib.crc32(key.encode()) % partitions
 
 
 def spill_dir(workdir: Path, file_index: int) -> Path:
@@ -66,7 +81,7 @@ def shuffle_file(path: str, file_index: int, partitions: int, workdir: Path) -> 
     outputs: dict[int, Any] = {}
     with ExitStack() as stack:
         for entry in iter_file(Path(path)):
-            p = partition_of(patient_key(entry.resource), partitions)
+            p = partition_of(routing_key(entry), partitions)
             f = outputs.get(p)
             if f is None:
                 f = outputs[p] = stack.enter_context(gzip.open(tmp / f"part-{p:05d}.ndjson.gz", "wb",
