@@ -6,7 +6,7 @@ stay consistent), then runs ``medmeta batch`` on each with 1 and 2 worker proces
 the memory of the whole process tree. Base populations (``--mix``): ``synthea`` (the 200
 Synthea patients: reading and normalising a full record, few models apply) and ``clinic``
 (the 200 Synthea patients plus 200 IWPC patients written as FHIR, so that half the patients
-get a warfarin dose proposal).
+get a warfarin dose proposal). Writes ``benchmarks/results/batch_scale.{json,md}``.
 
     python benchmarks/batch_scale.py --data ../shared/data --mix synthea clinic --sizes 1000 10000 --workers 1 2
 """
@@ -134,6 +134,22 @@ def run(export: Path, output: Path, workers: int) -> dict:
             "results": manifest["counts"]["results"], "exit_code": proc.returncode}
 
 
+def markdown(meta: dict) -> str:
+    """The results as a table, one row per run."""
+    lines = ["# Batch scale: patients/s and peak memory as the export grows", "",
+             f"Command: `{meta['command']}`  ",
+             f"Machine: {meta['machine']}, {meta['cpus']} CPU cores, {meta['memory_gib']} GiB; {meta['when']}  ",
+             "Peak memory: resident set of the whole process tree (client, scheduler, workers), sampled every 0.2 s.",
+             "", "| mix | patients | export (MiB) | resources | partitions | workers | seconds | patients/s "
+             "| ms/patient/worker | peak RSS (MiB) | results |", "|" + "---|" * 11]
+    for r in meta["runs"]:
+        results = ", ".join(f"{k} {v:,}" for k, v in r["results"].items()) or "none"
+        lines.append(f"| {r['mix']} | {r['patients']:,} | {r['export_mib']} | {r['resources']:,} | {r['partitions']} "
+                     f"| {r['workers']} | {r['seconds']} | {r['patients_per_s']} | {r['ms_per_patient_per_worker']} "
+                     f"| {r['peak_rss_mib']:,} | {results} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the shared/data folder")
@@ -160,6 +176,7 @@ def main() -> None:
             "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
             "cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30), "runs": rows}
     args.results.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    args.results.with_suffix(".md").write_text(markdown(meta))
     print(json.dumps(meta, indent=2))
 
 

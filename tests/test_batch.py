@@ -76,6 +76,13 @@ def test_rerun_is_a_no_op_with_the_same_output(source, reference):
     assert records(out) == before
 
 
+def test_small_shuffle_buffer_gives_the_same_records(source, reference, tmp_path, monkeypatch):
+    """Spill files appended a line at a time (many gzip members) read back as the same records."""
+    monkeypatch.setattr("medmeta.batch.shuffle.SPILL_BUFFER", 1)
+    run(source, tmp_path)
+    assert records(tmp_path) == records(reference[0])
+
+
 def test_other_arguments_cannot_reuse_an_output_folder(source, reference):
     out, _ = reference
     with pytest.raises(MedmetaError, match="holds another run"):

@@ -11,8 +11,8 @@ import gzip
 import os
 import shutil
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from medmeta.fhir.sources import Entry, iter_file
 _PATIENT_ELEMENT = {"AllergyIntolerance": "patient", "Immunization": "patient", "Claim": "patient",
                     "ExplanationOfBenefit": "patient", "Device": "patient", "Coverage": "beneficiary",
                     "Account": "subject"}
+
+
+#: Bytes of routed lines a shuffle task holds before appending them to the spill files.
+SPILL_BUFFER = 32 * 2**20
 
 
 def patient_key(resource: dict[str, Any] | None) -> str | None:
@@ -71,25 +75,38 @@ def spill_dir(workdir: Path, file_index: int) -> Path:
 
 
 def shuffle_file(path: str, file_index: int, partitions: int, workdir: Path) -> Path:
-    """Split one NDJSON file into ``part-NNNNN.ndjson.gz`` spill files; skip if already done."""
+    """Split one NDJSON file into ``part-NNNNN.ndjson.gz`` spill files; skip if already done.
+
+    Routed lines are held up to ``SPILL_BUFFER`` bytes, then appended to their spill files as one
+    more gzip member each, so memory and open files stay bounded however many partitions there are.
+    """
     final = spill_dir(workdir, file_index)
     if final.is_dir():
         return final
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    outputs: dict[int, Any] = {}
-    with ExitStack() as stack:
-        for entry in iter_file(Path(path)):
-            p = partition_of(routing_key(entry), partitions)
-            f = outputs.get(p)
-            if f is None:
-                f = outputs[p] = stack.enter_context(gzip.open(tmp / f"part-{p:05d}.ndjson.gz", "wb",
-                                                               compresslevel=1))
-            f.write(orjson.dumps({"source": entry.source, "row": entry.row, "error": entry.error,
-                                  "resource": entry.resource}) + b"\n")
+    held: dict[int, list[bytes]] = defaultdict(list)
+    size = 0
+    for entry in iter_file(Path(path)):
+        line = orjson.dumps({"source": entry.source, "row": entry.row, "error": entry.error,
+                             "resource": entry.resource}) + b"\n"
+        held[partition_of(routing_key(entry), partitions)].append(line)
+        size += len(line)
+        if size >= SPILL_BUFFER:
+            _append(held, tmp)
+            size = 0
+    _append(held, tmp)
     tmp.rename(final)
     return final
+
+
+def _append(held: dict[int, list[bytes]], folder: Path) -> None:
+    """Append each partition's held lines to its spill file (a gzip member; readers see one stream)."""
+    for p, lines in held.items():
+        with (folder / f"part-{p:05d}.ndjson.gz").open("ab") as f:
+            f.write(gzip.compress(b"".join(lines), compresslevel=1, mtime=0))
+    held.clear()
 
 
 def spilled_entries(workdir: Path, file_indices: tuple[int, ...], partition: int) -> Iterator[Entry]:
