@@ -40,6 +40,7 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     torch.set_num_threads(1)
+    load = os.getloadavg()[0]  # other work on the machine slows every timing
     start = time.perf_counter()
     at = AppTest.from_file(str(APP), default_timeout=600).run()
     table = at.dataframe[0].value
@@ -76,7 +77,8 @@ def main() -> None:
                                     "max_s": round(float(s.max()), 3), "under_1s": int((s < 1).sum())})
     report = {
         "command": "python benchmarks/dashboard_latency.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, torch 1 thread; "
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (load average {load:.2f} at the start), "
+                   "torch 1 thread; "
                    f"python {platform.python_version()}",
         "what": "seconds of the Streamlit script rerun after choosing another patient (AppTest; no browser "
                 "drawing), sample data, after warm-up",
