@@ -189,3 +189,19 @@ def test_server_source_via_bulk_export(fhir_server, samples, tmp_path):
     manifest = run(fhir_server.url, tmp_path, partitions=2)
     assert manifest["counts"]["patients"]["read"] == 13
     assert manifest["counts"]["resources"]["read"] == len(resources)
+
+
+def test_cli_runs_the_scorers_it_is_given_and_names_a_bad_one(source, tmp_path):
+    from typer.testing import CliRunner
+
+    from medmeta.cli import app
+
+    result = CliRunner().invoke(app, ["batch", "--input", str(source), "--output", str(tmp_path / "out"),
+                                      "--scorers", SCORERS])
+    assert result.exit_code == 0, result.output
+    manifest = orjson.loads((tmp_path / "out" / "manifest.json").read_bytes())
+    assert [m["name"] for m in manifest["models"]] == ["test-last-hba1c"]
+    result = CliRunner().invoke(app, ["batch", "--input", str(source), "--output", str(tmp_path / "bad"),
+                                      "--scorers", "medmeta.scoring:no_such_factory"])
+    assert isinstance(result.exception, MedmetaError)
+    assert "medmeta.scoring:no_such_factory" in str(result.exception)

@@ -20,6 +20,7 @@ import orjson
 
 from medmeta.batch.plan import Plan
 from medmeta.batch.shuffle import spilled_entries
+from medmeta.errors import MedmetaError
 from medmeta.fhir import read_entries, validate_r4
 from medmeta.fhir.sources import Entry, iter_file
 from medmeta.scoring import Scorer
@@ -34,7 +35,11 @@ def load_scorers(factory: str) -> list[Scorer]:
     """The scorers made by ``factory`` (``"module:function"``), built once per process."""
     if factory not in _SCORERS:
         module, _, name = factory.partition(":")
-        make: Callable[[], list[Scorer]] = getattr(importlib.import_module(module), name)
+        try:
+            make: Callable[[], list[Scorer]] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise MedmetaError(f"scorers {factory!r}: expected 'module:function' naming a function that returns "
+                               f"scorers ({type(exc).__name__}: {exc})") from None
         _SCORERS[factory] = list(make())
     return _SCORERS[factory]
 

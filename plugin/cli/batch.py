@@ -21,6 +21,11 @@ def batch(
     dry_run: Annotated[bool, typer.Option(help="With --post: build and validate the Bundles, send nothing.")] = False,
     token: Annotated[str | None, typer.Option(envvar="MEDMETA_FHIR_TOKEN", help="Bearer token for the server(s).",
                                               show_default=False)] = None,
+    scorers: Annotated[str | None, typer.Option(help="The models to run, as module:function returning scorers "
+                                                "(default: medmeta.scoring:default_scorers). "
+                                                "medmeta.scoring.fusion:scorers runs the fused warfarin model "
+                                                "(and the glucose forecast) instead of the warfarin model.",
+                                                show_default=False)] = None,
 ) -> None:
     """Run every model that applies to each patient; write RiskAssessment, MedicationRequest proposals,
     Observations and one Provenance as NDJSON, with rejects and a manifest. A killed run resumes
@@ -28,7 +33,8 @@ def batch(
     from medmeta.batch import BatchConfig, run_batch
 
     cfg = BatchConfig(source=input, output=output, post=post, token=token, scheduler=scheduler, workers=workers,
-                      partitions=partitions, dry_run=dry_run)
+                      partitions=partitions, dry_run=dry_run,
+                      **({"scorers": scorers} if scorers else {}))
     manifest = run_batch(cfg)
     c = manifest["counts"]
     console = Console()
