@@ -12,28 +12,37 @@ import httpx
 import orjson
 
 from medmeta.errors import MedmetaError
+from medmeta.fhir.http import FHIR_JSON, raise_for_status, retry_after_seconds, send_with_retries
 from medmeta.fhir.normalise import FhirTables
 from medmeta.fhir.sources import Entry, bundle_entries, iter_entries, list_files
 from medmeta.fhir.validation import USED_TYPES
-from medmeta.fhir.writers import FHIR_JSON, FhirServerError, outcome_text, retry_after_seconds
 
 
 class FhirClient:
-    """Reads from a FHIR R4 server at ``base_url``, with ``token`` sent as a bearer token."""
+    """Reads from a FHIR R4 server at ``base_url``, with ``token`` sent as a bearer token.
+
+    Every request is retried after a 429 or 5xx answer or a broken connection (``retries`` times,
+    waiting the server's ``Retry-After`` or ``backoff_s`` doubled each time); any other error answer
+    raises :class:`~medmeta.fhir.FhirServerError` with the server's OperationOutcome.
+    """
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 60.0,
-                 poll_limit_s: float = 3600.0, client: httpx.Client | None = None) -> None:
+                 poll_limit_s: float = 3600.0, retries: int = 5, backoff_s: float = 1.0,
+                 client: httpx.Client | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Accept": FHIR_JSON, **({"Authorization": f"Bearer {token}"} if token else {})}
         self.http = client or httpx.Client(timeout=timeout, headers=headers, follow_redirects=True)
-        self.poll_limit_s = poll_limit_s
+        self.poll_limit_s, self.retries, self.backoff_s = poll_limit_s, retries, backoff_s
+
+    def _send(self, method: str, url: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        """One request, retried on 429, 5xx and broken connections; the answer whatever its status."""
+        request = self.http.build_request(method, url, **kwargs)
+        what = f"{method} {request.url.copy_with(query=None)}"  # no query: it may hold search values
+        return send_with_retries(lambda: self.http.send(request, stream=stream), what, retries=self.retries,
+                                 backoff_s=self.backoff_s)
 
     def _get(self, url: str, **kwargs: Any) -> httpx.Response:
-        response = self.http.get(url, **kwargs)
-        if response.status_code >= 400:
-            text, outcome = outcome_text(response)
-            raise FhirServerError(f"GET {url}: HTTP {response.status_code}: {text}", response.status_code, outcome)
-        return response
+        return raise_for_status(self._send("GET", url, **kwargs), f"GET {url}")
 
     # -- search ------------------------------------------------------------------------------------------
     def search(self, resource_type: str, params: dict[str, str] | None = None) -> Iterator[Entry]:
@@ -64,40 +73,39 @@ class FhirClient:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         params = {"_type": ",".join(types)} if types else None
-        kick = self.http.get(f"{self.base_url}/{path}", params=params,
-                             headers={"Prefer": "respond-async", "Accept": FHIR_JSON})
+        kick = raise_for_status(self._send("GET", f"{self.base_url}/{path}", params=params,
+                                           headers={"Prefer": "respond-async", "Accept": FHIR_JSON}),
+                                "$export kick-off")
         if kick.status_code != 202:
-            text, outcome = outcome_text(kick)
-            raise FhirServerError(f"$export kick-off: HTTP {kick.status_code}: {text}", kick.status_code, outcome)
+            raise MedmetaError(f"$export kick-off answered HTTP {kick.status_code}, not 202 Accepted")
         status_url = kick.headers.get("Content-Location")
         if not status_url:
             raise MedmetaError("$export kick-off answered 202 without a Content-Location header")
         deadline = time.monotonic() + self.poll_limit_s
         while True:
-            status = self.http.get(status_url)
+            status = raise_for_status(self._send("GET", status_url), "$export status")
             if status.status_code == 200:
                 manifest = status.json()
                 break
-            if status.status_code != 202:
-                text, outcome = outcome_text(status)
-                raise FhirServerError(f"$export status: HTTP {status.status_code}: {text}", status.status_code,
-                                      outcome)
             if time.monotonic() > deadline:
                 raise MedmetaError(f"$export not complete after {self.poll_limit_s:.0f} s")
             wait = retry_after_seconds(status.headers.get("Retry-After"))
             time.sleep(1.0 if wait is None else wait)
-        files = []
-        headers = {"Accept": "application/fhir+ndjson"}
-        for i, item in enumerate(manifest.get("output") or []):
-            name = f"{item['type']}.{i:03d}.ndjson"
-            with self.http.stream("GET", item["url"], headers=headers) as r:
-                if r.status_code >= 400:
-                    raise FhirServerError(f"download {item['url']}: HTTP {r.status_code}", r.status_code)
-                with (out / name).open("wb") as f:
-                    for chunk in r.iter_bytes():
-                        f.write(chunk)
-            files.append({"type": item["type"], "url": name, "count": item.get("count")})
-        local = {**manifest, "output": files}
+        local = {**manifest}
+        for key, prefix in (("output", ""), ("error", "error.")):  # the data, and the server's OperationOutcomes
+            local[key] = []
+            for i, item in enumerate(manifest.get(key) or []):
+                name = f"{prefix}{item['type']}.{i:03d}.ndjson"
+                response = raise_for_status(self._send("GET", item["url"], stream=True,
+                                                       headers={"Accept": "application/fhir+ndjson"}),
+                                            f"download {item['url']}")
+                try:
+                    with (out / name).open("wb") as f:
+                        for chunk in response.iter_bytes():
+                            f.write(chunk)
+                finally:
+                    response.close()
+                local[key].append({"type": item["type"], "url": name, "count": item.get("count")})
         (out / "manifest.json").write_bytes(orjson.dumps(local, option=orjson.OPT_INDENT_2))
         return out
 

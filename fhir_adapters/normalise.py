@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from medmeta.errors import Rejection
@@ -108,6 +109,18 @@ def _concept(cc, preferred: str | None) -> tuple[str | None, str | None, str | N
     return chosen.system, chosen.code, chosen.display or cc.text
 
 
+#: The value[x] choices of Observation (and its components); the first six become typed values.
+VALUE_TYPES = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
+               "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+
+
+def _as_text(value) -> str:
+    """A FHIR element (a model, a JSON object or a primitive) as compact text."""
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return orjson.dumps(value).decode() if isinstance(value, dict) else str(value)
+
+
 def _all_codes(cc) -> str | None:
     if cc is None or not cc.coding:
         return None
@@ -173,6 +186,7 @@ class Normaliser:
         self._seen: dict[tuple[str, str], tuple[str, int | None]] = {}
         # (type, id, patient id, source, row) of resources whose patient must exist.
         self._needs_patient: list[tuple[str, str, str, str, int | None]] = []
+        self._rejected_patients: set[str] = set()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _reject(self, e: Entry, rtype: str, reason: str, rid: str | None = None, fld: str | None = None) -> None:
@@ -220,6 +234,8 @@ class Normaliser:
         model, reason = validate(r)
         if model is None:
             self._reject(e, rtype, reason, rid, reason.split(":")[0] if reason.count(":") else None)
+            if rtype == "Patient" and rid is not None:
+                self._rejected_patients.add(rid)
             return
         if rid is None:
             self._reject(e, rtype, "missing id", None, "id")
@@ -261,9 +277,7 @@ class Normaliser:
             return
         time = o.effectiveDateTime or o.effectiveInstant or (o.effectivePeriod.start if o.effectivePeriod else None)
         rows = []
-        if any(getattr(o, k) is not None for k in ("valueQuantity", "valueCodeableConcept", "valueString",
-                                                     "valueBoolean", "valueInteger", "valueRange")) \
-                or not o.component:
+        if any(getattr(o, k) is not None for k in VALUE_TYPES) or not o.component:
             rows.append((code, system, display, None, o))
         for comp in o.component or ():
             csys, ccode, cdisp = _concept(comp.code, t.LOINC)
@@ -304,6 +318,10 @@ class Normaliser:
             lo, hi = holder.valueRange.low, holder.valueRange.high
             text = f"{lo.value if lo else ''}..{hi.value if hi else ''} {(lo or hi).unit if (lo or hi) else ''}"
             return None, None, None, None, None, text.strip()
+        other = next((k for k in VALUE_TYPES[6:] if getattr(holder, k, None) is not None), None)
+        if other is not None:  # Ratio, SampledData, Time, DateTime, Period: kept as text, and reported
+            self._note("observations", f"{other} kept as text (no numeric value)", system, loinc, None, rid)
+            return None, None, None, None, None, _as_text(getattr(holder, other))
         return None, None, None, None, None, None
 
     def _genomic(self, o, pid: str, code: str, e: Entry) -> None:
@@ -318,9 +336,14 @@ class Normaliser:
         pid = self._patient_id(c.subject, e.urls)
         system, code, display = _concept(c.code, t.SNOMED)
         onset = c.onsetDateTime or (c.onsetPeriod.start if c.onsetPeriod else None)
+        abatement = c.abatementDateTime or ((c.abatementPeriod.end or c.abatementPeriod.start)
+                                            if c.abatementPeriod else None)
+        for choice in ("onsetAge", "onsetRange", "onsetString", "abatementAge", "abatementRange", "abatementString"):
+            if getattr(c, choice) is not None:  # not a date: the column stays empty, and that is reported
+                self._note("conditions", f"{choice} is not a date (see clinical_status)", system, code, None, c.id)
         self.rows["conditions"].add((c.id, pid, code, system, display, _all_codes(c.code),
                                      _first_code(c.clinicalStatus), _first_code(c.verificationStatus),
-                                     onset, c.abatementDateTime, c.recordedDate))
+                                     onset, abatement, c.recordedDate))
         if system != t.SNOMED:
             self._note("conditions", "code not SNOMED CT", system, code, None, c.id)
         self._needs_patient.append(("Condition", c.id, pid, e.source, e.row))
@@ -333,6 +356,8 @@ class Normaliser:
             system, code, display = _concept(m.medicationCodeableConcept, t.RXNORM)
         else:
             system, code, display = None, None, m.medicationReference.display
+            self._note("medications", "medicationReference: the drug's code is not read (display kept)", None,
+                       m.medicationReference.reference, None, m.id)
         dose = dose_unit = frequency = period = period_unit = text = None
         if dosages:
             d = dosages[0]
@@ -340,6 +365,10 @@ class Normaliser:
             q = next((x.doseQuantity for x in d.doseAndRate or () if x.doseQuantity), None)
             if q is not None:
                 dose, dose_unit = q.value, q.code or q.unit
+            dose_range = next((x.doseRange for x in d.doseAndRate or () if x.doseRange), None)
+            if q is None and dose_range is not None:
+                text = text or _as_text(dose_range)
+                self._note("medications", "doseRange kept as text (no single dose)", system, code, None, m.id)
             if d.timing and d.timing.repeat:
                 rep = d.timing.repeat
                 frequency, period, period_unit = rep.frequency, rep.period, rep.periodUnit
@@ -391,8 +420,9 @@ class Normaliser:
                 orphans[_OWNER[rtype]].add(rid)
                 self.counts.used[rtype] -= 1
                 self.counts.rejected[rtype] += 1
-                self.rejected.append(Rejection(source, f"patient {pid!r} is not in the source", row=row,
-                                               field="subject", record_id=rid))
+                why = (f"its patient {pid!r} was rejected (see that Patient)" if pid in self._rejected_patients
+                       else f"patient {pid!r} is not in the source")
+                self.rejected.append(Rejection(source, why, row=row, field="subject", record_id=rid))
         for table, ids in orphans.items():
             for name in (table, "genotypes") if table == "observations" else (table,):
                 key = COLUMNS[name][0]

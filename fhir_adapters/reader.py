@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
+from medmeta.errors import write_rejects
 from medmeta.fhir.normalise import FhirTables, Normaliser
 from medmeta.fhir.sources import Entry, iter_entries, list_files
 
@@ -21,18 +21,20 @@ def read_entries(entries: Iterable[Entry], skipped_files: list[tuple[str, str]] 
     return norm.finish()
 
 
-def read(source: str | Path, *, token: str | None = None, bulk: bool = False) -> FhirTables:
+def read(source: str | Path, *, token: str | None = None, bulk: bool = False,
+         export_to: str | Path | None = None) -> FhirTables:
     """Read a Bundle file, a folder of Bundles or Bulk Data NDJSON, or a FHIR server URL.
 
     For a server (``http://`` or ``https://``), resources are fetched by search with paging, or
-    with ``bulk=True`` through the Bulk Data ``$export`` flow; ``token`` is sent as a bearer token.
+    with ``bulk=True`` through the Bulk Data ``$export`` flow (its files kept in ``export_to`` when
+    given, so that rejects point to files that exist); ``token`` is sent as a bearer token.
     """
     text = str(source)
     if text.startswith(("http://", "https://")):
         from medmeta.fhir.client import FhirClient
 
         with FhirClient(text, token=token) as client:
-            return client.read(bulk=bulk)
+            return client.read(bulk=bulk, out=export_to)
     files = list_files(source)
     return read_entries(iter_entries(files.files), files.skipped)
 
@@ -45,12 +47,7 @@ def write_tables(tables: FhirTables, out: str | Path) -> dict[str, Path]:
     for name in FhirTables.TABLES:
         paths[name] = out / f"{name}.csv"
         getattr(tables, name).to_csv(paths[name], index=False)
-    paths["rejects"] = out / "rejects.csv"
-    with paths["rejects"].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["source", "row", "record_id", "field", "reason"])
-        for r in tables.rejected:
-            w.writerow([r.source, r.row, r.record_id, r.field, r.reason])
+    paths["rejects"] = write_rejects(out / "rejects.csv", tables.rejected)
     paths["unmapped"] = out / "unmapped.csv"
     tables.unmapped.to_csv(paths["unmapped"], index=False)
     paths["counts"] = out / "counts.json"

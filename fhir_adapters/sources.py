@@ -74,12 +74,27 @@ def _bulk_manifest(path: Path) -> dict | None:
     return None
 
 
+def _first_resource_type(path: Path) -> str | None:
+    """The ``resourceType`` of the first record of an NDJSON file (None if it has none)."""
+    try:
+        with _open(path) as f:
+            for line in f:
+                if line.strip():
+                    doc = orjson.loads(line)
+                    return doc.get("resourceType") if isinstance(doc, dict) else None
+    except (OSError, EOFError, orjson.JSONDecodeError):
+        return None
+    return None
+
+
 def list_files(path: str | Path) -> SourceFiles:
     """The Bundle and NDJSON files of a file or folder.
 
-    In a folder with a Bulk Data manifest (``manifest.json`` with ``output``), the files it lists;
-    otherwise every ``*.json[.gz]`` Bundle and every ``<ResourceType>*.ndjson[.gz]`` file below it.
-    Other files are returned as skipped, with the reason.
+    In a folder with a Bulk Data manifest (``manifest.json`` with ``output``), the files it lists
+    as ``output`` and as ``error`` (the server's OperationOutcomes, reported as rejects); other
+    files there are skipped. Otherwise every ``*.json[.gz]`` Bundle below it, and every
+    ``*.ndjson[.gz]`` file that is named after a resource type or whose first line is a FHIR
+    resource. Skipped files are returned with the reason.
     """
     path = Path(path)
     if path.is_file():
@@ -91,22 +106,27 @@ def list_files(path: str | Path) -> SourceFiles:
     manifest_path = path / "manifest.json"
     manifest = _bulk_manifest(manifest_path) if manifest_path.is_file() else None
     if manifest is not None:
-        files, skipped = [], [(str(manifest_path), "Bulk Data manifest")]
-        for item in manifest["output"]:
+        files = []
+        for item in [*manifest["output"], *(manifest.get("error") or [])]:
             local = path / Path(str(item.get("url", ""))).name
             if local.is_file():
                 files.append(local)
             else:
                 raise DataError(f"file listed in the manifest is missing: {local.name}", source=manifest_path)
+        listed = {*files, manifest_path}
+        skipped = [(str(manifest_path), "Bulk Data manifest")] + [
+            (str(p), "not listed in the Bulk Data manifest")
+            for p in sorted(q for q in path.rglob("*") if q.is_file() and q not in listed)]
         return SourceFiles(files, skipped)
     files, skipped = [], []
     for p in sorted(q for q in path.rglob("*") if q.is_file()):
         kind = _kind(p)
         bundle = kind == "json" and p.name != "manifest.json"
-        if bundle or (kind == "ndjson" and is_resource_type(p.name.split(".")[0])):
+        if bundle or (kind == "ndjson" and (is_resource_type(p.name.split(".")[0])
+                                            or is_resource_type(str(_first_resource_type(p))))):
             files.append(p)
         else:
-            skipped.append((str(p), "not a Bundle or a <ResourceType>.ndjson file"))
+            skipped.append((str(p), "not a Bundle, nor NDJSON of FHIR resources"))
     return SourceFiles(files, skipped)
 
 
@@ -137,6 +157,15 @@ def _bundle_entries(doc: Any, source: str) -> Iterator[Entry]:
         yield Entry(r, source, i, urls=urls)
 
 
+def outcome_summary(outcome: dict[str, Any]) -> str:
+    """The issues of an OperationOutcome in one line."""
+    issues = outcome.get("issue") if isinstance(outcome.get("issue"), list) else []
+    texts = [f"{i.get('severity', '?')} {i.get('code', '?')}: "
+             f"{i.get('diagnostics') or (i.get('details') or {}).get('text', '')}"
+             for i in issues if isinstance(i, dict)]
+    return "; ".join(texts) or "an OperationOutcome without issues"
+
+
 def iter_file(path: Path) -> Iterator[Entry]:
     """The entries of one Bundle (``.json[.gz]``) or NDJSON (``.ndjson[.gz]``) file."""
     source = str(path)
@@ -151,7 +180,10 @@ def iter_file(path: Path) -> Iterator[Entry]:
                     except orjson.JSONDecodeError as exc:
                         yield Entry(None, source, i, f"malformed JSON: {exc}")
                         continue
-                    if isinstance(doc, dict):
+                    if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome":
+                        # a Bulk Data error file: what the server could not export
+                        yield Entry(None, source, i, f"the server reported: {outcome_summary(doc)}")
+                    elif isinstance(doc, dict):
                         yield Entry(doc, source, i)
                     else:
                         yield Entry(None, source, i, "line is not a JSON object")

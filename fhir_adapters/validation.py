@@ -129,6 +129,12 @@ class _Valued(_Element):
     valueBoolean: bool | None = None
     valueInteger: int | None = None
     valueRange: Range | None = None
+    # kept as text, not as numbers (medmeta.fhir.normalise reports them)
+    valueRatio: dict | None = None
+    valueSampledData: dict | None = None
+    valueTime: Str | None = None
+    valueDateTime: DateTime | None = None
+    valuePeriod: Period | None = None
 
 
 class Component(_Valued):
@@ -171,7 +177,15 @@ class Condition(_Resource):
     onsetDateTime: DateTime | None = None
     onsetPeriod: Period | None = None
     abatementDateTime: DateTime | None = None
+    abatementPeriod: Period | None = None
     recordedDate: DateTime | None = None
+    # not dates: the table's columns stay empty and medmeta.fhir.normalise reports them
+    onsetAge: dict | None = None
+    onsetRange: dict | None = None
+    onsetString: Str | None = None
+    abatementAge: dict | None = None
+    abatementRange: dict | None = None
+    abatementString: Str | None = None
 
 
 class Repeat(_Element):

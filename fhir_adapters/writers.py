@@ -6,7 +6,7 @@ one raises :class:`~medmeta.errors.DataError` naming the resource and the elemen
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,11 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from medmeta.errors import DataError, MedmetaError
+from medmeta.errors import DataError
+from medmeta.fhir.http import FHIR_JSON, FhirServerError, raise_for_status, send_with_retries
 
-FHIR_JSON = "application/fhir+json"
+__all__ = ["FhirServerError", "NdjsonWriter", "post_bundle", "post_resources", "transaction_bundles", "validate_r4",
+           "write_ndjson"]
 
 
 def validate_r4(resource: dict[str, Any]) -> dict[str, Any]:
@@ -111,59 +113,30 @@ def transaction_bundles(resources: Iterable[dict[str, Any]], chunk_size: int = 5
         yield {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-class FhirServerError(MedmetaError):
-    """A FHIR server refused a request; ``status``, the server's ``outcome`` (OperationOutcome) and the
-    ``Retry-After`` it asked for (seconds, when given) are kept."""
-
-    def __init__(self, message: str, status: int, outcome: dict[str, Any] | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status, self.outcome, self.retry_after = status, outcome, retry_after
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given as delta-seconds (None when absent or an HTTP date)."""
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def outcome_text(response: httpx.Response) -> tuple[str, dict[str, Any] | None]:
-    """The diagnostics of an OperationOutcome response, or its start when it is something else."""
-    try:
-        doc = response.json()
-    except ValueError:
-        return response.text[:200], None
-    if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome":
-        issues = doc.get("issue") or []
-        text = "; ".join(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code", "")
-                         for i in issues)
-        return text, doc
-    return str(doc)[:200], None
-
-
-def post_bundle(client: httpx.Client, base_url: str, bundle: dict[str, Any]) -> dict[str, Any]:
+def post_bundle(client: httpx.Client, base_url: str, bundle: dict[str, Any], *, retries: int = 5,
+                backoff_s: float = 1.0, on_retry: Callable[[], None] | None = None) -> dict[str, Any]:
     """POST one transaction Bundle to the server's base URL; return its transaction-response Bundle.
 
-    Raises :class:`FhirServerError` with the server's OperationOutcome on any error status.
+    A 429 or 5xx answer or a broken connection is retried (:func:`~medmeta.fhir.http.send_with_retries`);
+    any other error status raises :class:`FhirServerError` with the server's OperationOutcome.
     """
-    response = client.post(base_url.rstrip("/") + "/", content=orjson.dumps(bundle),
-                           headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
-    if response.status_code >= 400:
-        text, outcome = outcome_text(response)
-        raise FhirServerError(f"{base_url}: HTTP {response.status_code}: {text}", response.status_code, outcome,
-                              retry_after_seconds(response.headers.get("Retry-After")))
-    return response.json()
+    body = orjson.dumps(bundle)
+    response = send_with_retries(
+        lambda: client.post(base_url.rstrip("/") + "/", content=body,
+                            headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON}),
+        "POST transaction Bundle", retries=retries, backoff_s=backoff_s, on_retry=on_retry)
+    return raise_for_status(response, base_url).json()
 
 
 def post_resources(resources: Iterable[dict[str, Any]], base_url: str, *, token: str | None = None,
-                   chunk_size: int = 500, client: httpx.Client | None = None) -> list[dict[str, Any]]:
+                   chunk_size: int = 500, retries: int = 5, backoff_s: float = 1.0,
+                   client: httpx.Client | None = None) -> list[dict[str, Any]]:
     """Validate and POST ``resources`` as transaction Bundles of ``chunk_size``; return the responses."""
     own = client is None
     client = client or httpx.Client(timeout=60.0, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        return [post_bundle(client, base_url, b) for b in transaction_bundles(resources, chunk_size)]
+        return [post_bundle(client, base_url, b, retries=retries, backoff_s=backoff_s)
+                for b in transaction_bundles(resources, chunk_size)]
     finally:
         if own:
             client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +33,20 @@ class Rejection:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+REJECT_COLUMNS = ("source", "row", "record_id", "field", "reason")
+
+
+def write_rejects(path: str | Path, rejections: Iterable[Rejection]) -> Path:
+    """Write rejections as CSV (``source,row,record_id,field,reason``); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(REJECT_COLUMNS)
+        w.writerows([r.source, r.row, r.record_id, r.field, r.reason] for r in rejections)
+    return path
 
 
 class MedmetaError(Exception):

@@ -56,6 +56,7 @@ class TestFhirServer:
         self.token: str | None = None
         self.polls = 1  # status requests answered 202 before the export is complete
         self.retry_after = "0"
+        self.export_errors: list[dict] = []  # OperationOutcomes the next export reports in its error file
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self._failures: list[tuple[int, str | None]] = []
         self._jobs: dict[str, dict] = {}
@@ -74,6 +75,7 @@ class TestFhirServer:
     def reset(self) -> None:
         self.resources.clear()
         self.token, self.polls, self.retry_after = None, 1, "0"
+        self.export_errors = []
         self.requests.clear()
         self._failures.clear()
         self._jobs.clear()
@@ -123,12 +125,15 @@ class TestFhirServer:
         jid = request.path_params["job"]
         output = [{"type": t, "url": f"{self.url}/_files/{jid}/{t}.ndjson", "count": len(self.resources[t])}
                   for t in job["types"] if self.resources.get(t)]
+        errors = [{"type": "OperationOutcome", "url": f"{self.url}/_files/{jid}/errors.ndjson"}] \
+            if self.export_errors else []
         return _json({"transactionTime": job["time"], "request": f"{self.url}/$export",
-                      "requiresAccessToken": self.token is not None, "output": output, "error": []})
+                      "requiresAccessToken": self.token is not None, "output": output, "error": errors})
 
     async def download(self, request: Request) -> Response:
         rtype = request.path_params["name"].removesuffix(".ndjson")
-        body = b"".join(orjson.dumps(r) + b"\n" for r in self.resources.get(rtype, {}).values())
+        items = self.export_errors if rtype == "errors" else self.resources.get(rtype, {}).values()
+        body = b"".join(orjson.dumps(r) + b"\n" for r in items)
         return Response(body, media_type="application/fhir+ndjson")
 
     async def transaction(self, request: Request) -> Response:

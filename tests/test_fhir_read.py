@@ -66,12 +66,75 @@ def test_several_files_per_type_with_manifest_and_gzip(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "stray.ndjson").write_text("not read: not in the manifest\n")
     t = read(tmp_path)
+    assert (str(tmp_path / "stray.ndjson"), "not listed in the Bulk Data manifest") in t.counts.skipped_files
     values = t.observations.set_index("observation_id")["value"]
     assert values["o1"] == pytest.approx(99.088)  # 5.5 mmol/L glucose in mg/dL
     assert values["o2"] == 99.0
     assert values["o3"] == pytest.approx(0.09148 * 53 + 2.152)  # IFCC mmol/mol -> NGSP %
     assert set(t.observations["unit"]) == {"mg/dL", "%"}
     assert t.observations.set_index("observation_id").loc["o1", "unit_raw"] == "mmol/L"
+
+
+def test_export_error_files_and_files_named_freely_are_read(tmp_path):
+    """Bulk Data file names are free: the type is in the records; the server's error files become rejects."""
+    write_ndjson(tmp_path, "export-1.ndjson", [PATIENT])
+    write_ndjson(tmp_path, "export-2.ndjson", [obs("o1", "2339-0", 5.5, "mmol/L")])
+    write_ndjson(tmp_path, "notes.ndjson", [{"note": "not FHIR"}])
+    t = read(tmp_path)
+    assert t.counts.used["Patient"] == 1 and t.counts.used["Observation"] == 1
+    assert [(Path(f).name, why) for f, why in t.counts.skipped_files] == [
+        ("notes.ndjson", "not a Bundle, nor NDJSON of FHIR resources")]
+
+    problem = {"resourceType": "OperationOutcome",
+               "issue": [{"severity": "error", "code": "processing", "diagnostics": "Observation/o9: cannot be read"}]}
+    write_ndjson(tmp_path, "errors.ndjson", [problem])
+    manifest = {"transactionTime": "2024-01-01T00:00:00Z", "request": "x", "requiresAccessToken": False,
+                "output": [{"type": "Patient", "url": "export-1.ndjson"},
+                           {"type": "Observation", "url": "export-2.ndjson"}],
+                "error": [{"type": "OperationOutcome", "url": "errors.ndjson"}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    t = read(tmp_path)
+    assert t.counts.add_up() and t.counts.used["Observation"] == 1
+    [r] = t.rejected
+    assert r.source.endswith("errors.ndjson") and r.row == 1
+    assert r.reason == "the server reported: error processing: Observation/o9: cannot be read"
+
+
+def test_values_that_are_not_numbers_or_dates_are_kept_as_text_and_reported(tmp_path):
+    quantity = {k: v for k, v in obs("x", "2339-0", 1, "mg/dL").items() if k != "valueQuantity"}
+    observations = [{**quantity, "id": f"o{i}", **value} for i, value in enumerate([
+        {"valueRatio": {"numerator": {"value": 1}, "denominator": {"value": 2}}}, {"valueDateTime": "2020-02-02"},
+        {"valuePeriod": {"start": "2020-01-01"}}, {"valueTime": "10:00:00"}])]
+    conditions = [{"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+                   "onsetAge": {"value": 40, "unit": "a"}, "abatementString": "in remission"},
+                  {"resourceType": "Condition", "id": "c2", "subject": {"reference": "Patient/p1"},
+                   "abatementPeriod": {"start": "2020-06-01", "end": "2021-01-01"}}]
+    request = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "intent": "order",
+               "medicationReference": {"reference": "Medication/x", "display": "warfarin 5 mg"},
+               "subject": {"reference": "Patient/p1"},
+               "dosageInstruction": [{"doseAndRate": [{"doseRange": {"low": {"value": 1}, "high": {"value": 2}}}]}]}
+    write_ndjson(tmp_path, "Patient.ndjson", [PATIENT])
+    write_ndjson(tmp_path, "Observation.ndjson", observations)
+    write_ndjson(tmp_path, "Condition.ndjson", conditions)
+    write_ndjson(tmp_path, "MedicationRequest.ndjson", [request])
+    t = read(tmp_path)
+    assert t.counts.add_up() and not t.rejected
+    text = t.observations.set_index("observation_id")["value_text"]
+    assert text["o0"] == '{"numerator":{"value":1},"denominator":{"value":2}}' and text["o3"] == "10:00:00"
+    assert str(t.conditions.set_index("condition_id").loc["c2", "abatement"].date()) == "2021-01-01"
+    assert t.medications.iloc[0]["display"] == "warfarin 5 mg" and "low" in t.medications.iloc[0]["dosage_text"]
+    issues = set(t.unmapped["issue"])
+    assert {"valueRatio kept as text (no numeric value)", "valueTime kept as text (no numeric value)",
+            "onsetAge is not a date (see clinical_status)", "abatementString is not a date (see clinical_status)",
+            "doseRange kept as text (no single dose)",
+            "medicationReference: the drug's code is not read (display kept)"} <= issues
+
+
+def test_resources_of_a_rejected_patient_say_so(tmp_path):
+    write_ndjson(tmp_path, "Patient.ndjson", [{**PATIENT, "gender": "F"}])
+    write_ndjson(tmp_path, "Observation.ndjson", [obs("o1", "2339-0", 1, "mg/dL")])
+    t = read(tmp_path)
+    assert [r.reason for r in t.rejected][1:] == ["its patient 'p1' was rejected (see that Patient)"]
 
 
 def test_bundle_file_resolves_urn_uuid_references(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import orjson
@@ -12,6 +14,7 @@ from typer.testing import CliRunner
 
 from medmeta.cli import app
 from medmeta.fhir import FhirClient, FhirServerError, post_resources, read, transaction_bundles
+from medmeta.fhir.http import retry_after_seconds
 from medmeta.fhir.writers import post_bundle
 
 
@@ -76,15 +79,45 @@ def test_transaction_post_and_outcome_on_invalid_input(fhir_server):
     assert "status" in str(err.value)
 
 
-def test_injected_failures_reach_the_client(fhir_server):
-    fhir_server.fail_next(429, retry_after="2")
-    fhir_server.fail_next(503)
-    with httpx.Client() as client:
-        first = client.get(f"{fhir_server.url}/Patient")
-        second = client.get(f"{fhir_server.url}/Patient")
-        third = client.get(f"{fhir_server.url}/Patient")
-    assert (first.status_code, first.headers["Retry-After"]) == (429, "2")
-    assert second.status_code == 503 and third.status_code == 200
+def test_reads_retry_429_and_5xx_honouring_retry_after(loaded):
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=1), usegmt=True)
+    loaded.fail_next(429, retry_after=soon)  # an HTTP date
+    loaded.fail_next(503)  # no Retry-After: the client's back-off
+    start = time.monotonic()
+    with FhirClient(loaded.url, backoff_s=0.1) as client:
+        patients = list(client.search("Patient"))
+    assert len(patients) == 13 and time.monotonic() - start >= 0.1
+    assert [p for _, p, _ in loaded.requests] == ["/Patient"] * 3
+
+    loaded.fail_next(502)  # during the Bulk Data flow too: kick-off, polling, downloads
+    loaded.polls = 1
+    assert read(loaded.url, bulk=True).counts.used["Patient"] == 13
+
+    loaded.fail_next(503, times=3)
+    with FhirClient(loaded.url, retries=2, backoff_s=0) as client, pytest.raises(FhirServerError) as err:
+        list(client.search("Patient"))
+    assert err.value.status == 503 and "injected 503" in str(err.value)
+
+
+def test_retry_after_as_seconds_or_http_date():
+    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_seconds("7", now) == 7.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 12:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Thu, 01 Jan 2026 11:00:00 GMT", now) == 0.0  # in the past: at once
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+
+
+def test_bulk_export_error_files_are_reported_as_rejects(loaded, tmp_path):
+    loaded.export_errors = [{"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "exception", "diagnostics": "Observation export failed for 2 resources"}]}]
+    with FhirClient(loaded.url) as client:
+        tables = client.read(bulk=True, out=tmp_path / "export")
+    manifest = orjson.loads((tmp_path / "export" / "manifest.json").read_bytes())
+    assert [e["url"] for e in manifest["error"]] == ["error.OperationOutcome.000.ndjson"]
+    [reject] = tables.rejected
+    assert reject.source == str(tmp_path / "export" / "error.OperationOutcome.000.ndjson")
+    assert "Observation export failed for 2 resources" in reject.reason
+    assert tables.counts.used["Patient"] == 13 and tables.counts.add_up()
 
 
 def test_cli_post(fhir_server, samples, tmp_path):
@@ -94,3 +127,13 @@ def test_cli_post(fhir_server, samples, tmp_path):
     assert result.exit_code == 0, result.output
     assert len(fhir_server.resources["Patient"]) == 500
     assert "in 6 transaction Bundle(s)" in result.output
+
+    with (out / "Patient.ndjson").open("a") as f:  # a broken line and an invalid resource: not sent, reported
+        f.write('{"resourceType": "Patient", "id": \n')
+        f.write(orjson.dumps({"resourceType": "Patient", "id": "bad", "birthDate": "1950-13-45"}).decode() + "\n")
+    result = CliRunner().invoke(app, ["fhir", "post", str(out), "--url", fhir_server.url, "--chunk-size", "2000"])
+    assert result.exit_code == 1 and "+ rejected 2" in " ".join(result.output.split())
+    rejects = (out / "post-rejects.csv").read_text().splitlines()
+    assert rejects[1].startswith(f"{out / 'Patient.ndjson'},501,,,malformed JSON")
+    assert rejects[2].startswith(f"{out / 'Patient.ndjson'},502,bad,birthDate,\"invalid Patient")
+    assert "bad" not in fhir_server.resources["Patient"]

@@ -15,7 +15,7 @@ Token = Annotated[str | None, typer.Option("--token", envvar="MEDMETA_FHIR_TOKEN
                                            help="Bearer token for the FHIR server.", show_default=False)]
 
 
-def _report(console: Console, tables, out: Path) -> None:
+def _report(console: Console, tables, rejects: Path, unmapped: Path) -> None:
     c = tables.counts
     console.print(c.summary())
     for rtype, n in sorted(c.read.items()):
@@ -25,24 +25,25 @@ def _report(console: Console, tables, out: Path) -> None:
         console.print(f"  {len(c.skipped_files)} file(s) not read (see counts.json)")
     if len(tables.unmapped):
         console.print(f"  {int(tables.unmapped['count'].sum()):,} codes or units kept as they were "
-                      f"(see {out / 'unmapped.csv'})")
+                      f"(see {unmapped})")
     if tables.rejected:
-        console.print(f"[yellow]{len(tables.rejected):,} rejected[/yellow]: reasons in {out / 'rejects.csv'}")
+        console.print(f"[yellow]{len(tables.rejected):,} rejected[/yellow]: reasons in {rejects}")
 
 
 @app.command("read")
 def read_command(
     source: Annotated[str, typer.Argument(help="Bundle file, folder (Bundles or Bulk NDJSON) or server URL.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the tables, rejects.csv, counts.json.")],
-    bulk: Annotated[bool, typer.Option(help="Read a server with Bulk Data $export instead of search.")] = False,
+    bulk: Annotated[bool, typer.Option(help="Read a server with Bulk Data $export instead of search "
+                                              "(the exported files are kept in OUT/export).")] = False,
     token: Token = None,
 ) -> None:
     """Read a FHIR source into normalised tables (CSV). Exit status 1 if anything was rejected."""
     from medmeta.fhir import read, write_tables
 
-    tables = read(source, token=token, bulk=bulk)
-    write_tables(tables, out)
-    _report(Console(), tables, out)
+    tables = read(source, token=token, bulk=bulk, export_to=out / "export" if bulk else None)
+    paths = write_tables(tables, out)
+    _report(Console(), tables, paths["rejects"], paths["unmapped"])
     raise typer.Exit(1 if tables.rejected else 0)
 
 
@@ -52,26 +53,27 @@ def from_iwpc(
     out: Annotated[Path, typer.Option("--out", help="Folder for the Bulk NDJSON files and manifest.")],
 ) -> None:
     """Write every IWPC patient as FHIR R4 Bulk NDJSON. Rejected CSV rows go to rejects.csv (exit status 1)."""
-    import csv as csvlib
-
     from medmeta.datasets.warfarin import load_iwpc
+    from medmeta.errors import write_rejects
     from medmeta.fhir import iwpc_resources, write_ndjson
 
     frame, rejected = load_iwpc(csv)
     counts = write_ndjson((r for row in frame.to_dict("records") for r in iwpc_resources(row)), out)
-    with (out / "rejects.csv").open("w", newline="") as f:
-        w = csvlib.writer(f)
-        w.writerow(["source", "row", "record_id", "field", "reason"])
-        w.writerows([r.source, r.row, r.record_id, r.field, r.reason] for r in rejected)
+    write_rejects(out / "rejects.csv", rejected)
     console = Console()
     console.print(f"{len(frame) + len(rejected):,} CSV rows = {len(frame):,} patients written + "
                   f"{len(rejected):,} rejected", highlight=False)
     console.print(", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())) + f" -> {out}", highlight=False)
-    if rejected:
-        console.print(f"[yellow]rejected rows[/yellow] (reasons in {out / 'rejects.csv'}):")
-        for r in rejected[:10]:
-            console.print(f"  {r}", highlight=False)
+    _print_rejected_rows(console, rejected, out / "rejects.csv")
     raise typer.Exit(1 if rejected else 0)
+
+
+def _print_rejected_rows(console: Console, rejected: list, path: Path) -> None:
+    """Where the first rejected rows are (line and field only: their values and ids stay in the file)."""
+    if rejected:
+        where = "; ".join(f"line {r.row}" + (f" ({r.field})" if r.field else "") for r in rejected[:10])
+        more = f" and {len(rejected) - 10:,} more" if len(rejected) > 10 else ""
+        console.print(f"[yellow]rejected rows[/yellow]: {where}{more}; reasons in {path}", highlight=False)
 
 
 @app.command("from-cgm")
@@ -82,18 +84,14 @@ def from_cgm(
 ) -> None:
     """Write each CGM subject as a Patient and one Observation per reading (LOINC 99504-3, mg/dL).
     Rejected CSV rows go to rejects.csv (exit status 1)."""
-    import csv as csvlib
-
     from medmeta.datasets.cgm import load_cgm
+    from medmeta.errors import write_rejects
     from medmeta.fhir import write_ndjson
     from medmeta.fhir.cgm import cgm_resources
 
     series, rejected = load_cgm(csv, unit=unit)
     counts = write_ndjson((r for s in series.values() for r in cgm_resources(s)), out)
-    with (out / "rejects.csv").open("w", newline="") as f:
-        w = csvlib.writer(f)
-        w.writerow(["source", "row", "record_id", "field", "reason"])
-        w.writerows([r.source, r.row, r.record_id, r.field, r.reason] for r in rejected)
+    write_rejects(out / "rejects.csv", rejected)
     readings = sum(len(s) for s in series.values())
     Console().print(f"{readings + len(rejected):,} CSV rows = {readings:,} readings of {len(series)} subjects "
                     f"written + {len(rejected):,} rejected; " + ", ".join(f"{k} {n:,}" for k, n in sorted(
@@ -107,13 +105,18 @@ def to_iwpc(
     out: Annotated[Path, typer.Option("--out", help="CSV file with the IWPC columns, one row per patient.")],
     token: Token = None,
 ) -> None:
-    """Read a FHIR source into the warfarin model's columns (those of the IWPC loader)."""
+    """Read a FHIR source into the warfarin model's columns (those of the IWPC loader); rejected records go
+    to OUT.rejects.csv and codes kept as they were to OUT.unmapped.csv beside it (exit status 1 if any rejected)."""
+    from medmeta.errors import write_rejects
     from medmeta.fhir import iwpc_frame, read
 
     tables = read(source, token=token)
     out.parent.mkdir(parents=True, exist_ok=True)
     iwpc_frame(tables).to_csv(out, index=False)
-    _report(Console(), tables, out.parent)
+    rejects, unmapped = out.with_suffix(".rejects.csv"), out.with_suffix(".unmapped.csv")
+    write_rejects(rejects, tables.rejected)
+    tables.unmapped.to_csv(unmapped, index=False)
+    _report(Console(), tables, rejects, unmapped)
     raise typer.Exit(1 if tables.rejected else 0)
 
 
@@ -124,12 +127,34 @@ def post(
     chunk_size: Annotated[int, typer.Option(help="Resources per transaction Bundle.")] = 500,
     token: Token = None,
 ) -> None:
-    """Validate the resources of a folder and POST them to a server as transaction Bundles."""
-    from medmeta.fhir import post_resources
+    """Validate the resources of a folder and POST the valid ones to a server as transaction Bundles.
+
+    Lines that cannot be parsed and invalid resources are not sent: they go to FOLDER/post-rejects.csv
+    with file, line, id, field and reason (exit status 1). 429 and 5xx answers are retried.
+    """
+    from medmeta.errors import DataError, Rejection, write_rejects
+    from medmeta.fhir import post_resources, validate_r4
     from medmeta.fhir.sources import iter_entries, list_files
 
-    files = list_files(folder)
-    responses = post_resources((e.resource for e in iter_entries(files.files) if e.resource is not None), url,
-                               token=token, chunk_size=chunk_size)
+    rejected: list[Rejection] = []
+
+    def valid():
+        for e in iter_entries(list_files(folder).files):
+            if e.resource is None:
+                rejected.append(Rejection(e.source, e.error or "unreadable", row=e.row))
+                continue
+            try:
+                yield validate_r4(e.resource)
+            except DataError as exc:
+                r = exc.rejection
+                rejected.append(Rejection(e.source, r.reason, row=e.row, field=r.field, record_id=r.record_id))
+
+    responses = post_resources(valid(), url, token=token, chunk_size=chunk_size)
     n = sum(len(b.get("entry") or []) for b in responses)
-    Console().print(f"posted {n:,} resources in {len(responses)} transaction Bundle(s) to {url}")
+    console = Console()
+    console.print(f"read {n + len(rejected):,} = posted {n:,} (in {len(responses)} transaction Bundle(s) to {url}) "
+                  f"+ rejected {len(rejected):,}", highlight=False)
+    if rejected:
+        path = write_rejects(folder / "post-rejects.csv", rejected)
+        console.print(f"[yellow]{len(rejected):,} not sent[/yellow]: reasons in {path}")
+    raise typer.Exit(1 if rejected else 0)
