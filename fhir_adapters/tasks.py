@@ -149,17 +149,22 @@ def forecast_examples(tables: FhirTables, when: dict[str, pd.Timestamp], *, outc
     return out
 
 
-def population_tasks(frame: pd.DataFrame, group_by: str, target: str, features: Sequence[str], *,
+def population_tasks(frame: pd.DataFrame, group_by: str | pd.Series, target: str, features: Sequence[str], *,
                      k_support: int = 5, min_query: int = 1, seed: int = 0) -> list[Task]:
-    """One task per value of ``group_by`` (rows with a missing target are left out).
+    """One task per group of patients (rows with a missing target or group are left out).
 
+    ``group_by`` is a column of ``frame`` (``"race"``) or a Series on its index that derives the
+    group (for the IWPC columns of FHIR records, :func:`medmeta.treatment.warfarin_features.indication_group`).
     ``features`` must be numeric columns; missing values become 0 with a 0/1 ``has_`` column each.
     The support set is ``k_support`` patients of the group drawn with ``seed``; the query set the rest.
     """
     rng = np.random.default_rng(seed)
-    data = frame[frame[target].notna() & frame[group_by].notna()]
+    groups = frame[group_by] if isinstance(group_by, str) else group_by.reindex(frame.index)
+    name = group_by if isinstance(group_by, str) else (group_by.name or "group")
+    keep = frame[target].notna() & groups.notna()
+    data = frame[keep]
     tasks = []
-    for group, rows in data.groupby(group_by, sort=True):
+    for group, rows in data.groupby(groups[keep], sort=True):
         if len(rows) < k_support + min_query:
             continue
         values = rows[list(features)].astype("float64")
@@ -169,7 +174,7 @@ def population_tasks(frame: pd.DataFrame, group_by: str, target: str, features: 
         s, q = order[:k_support], order[k_support:]
         ids = rows.index.to_numpy()
         tasks.append(Task(x[s], y[s], x[q], y[q], {
-            "group": group, "group_by": group_by, "target": target,
+            "group": group, "group_by": name, "target": target,
             "features": [*features, *(f"has_{f}" for f in features)],
             "support_ids": ids[s], "query_ids": ids[q]}))
     return tasks

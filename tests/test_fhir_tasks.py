@@ -73,3 +73,24 @@ def test_population_tasks_by_group():
     assert set(a.support_y) | set(a.query_y) == set(range(8))
     again = population_tasks(frame, "race", "dose", ["age", "weight"], k_support=4, seed=1)[0]
     np.testing.assert_array_equal(again.support_x, a.support_x)
+
+
+def test_population_tasks_from_fhir_records(samples, tmp_path):
+    """IWPC patients as FHIR -> the warfarin columns -> one task per race, or per indication group."""
+    from medmeta.datasets.warfarin import load_iwpc
+    from medmeta.fhir import iwpc_frame, iwpc_resources, write_ndjson
+    from medmeta.treatment.warfarin_features import indication_group
+
+    csv, _ = load_iwpc(samples / "iwpc_warfarin" / "warfarin.csv")
+    write_ndjson((r for row in csv.to_dict("records") for r in iwpc_resources(row)), tmp_path / "export")
+    frame = iwpc_frame(read(tmp_path / "export"))
+    dosed = frame["dose_mg_week"].notna()
+    by_race = population_tasks(frame, "race", "dose_mg_week", ["height_cm", "weight_kg"], k_support=5)
+    assert {t.metadata["group"]: t.n_support + t.n_query for t in by_race} == \
+        frame[dosed].groupby("race").size()[lambda n: n >= 6].to_dict()
+    groups = indication_group(frame).rename("indication")
+    by_indication = population_tasks(frame, groups, "dose_mg_week", ["height_cm", "weight_kg"], k_support=5)
+    expected = indication_group(csv)[csv["dose_mg_week"].notna()].value_counts()
+    assert {t.metadata["group"]: t.n_support + t.n_query for t in by_indication} == \
+        expected[expected >= 6].to_dict()
+    assert all(t.metadata["group_by"] == "indication" for t in by_indication)
