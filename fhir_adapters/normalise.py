@@ -9,7 +9,8 @@ ignored (a type no table holds) or rejected (with a :class:`~medmeta.errors.Reje
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -96,6 +97,12 @@ class FhirTables:
     unmapped: pd.DataFrame
 
     TABLES = ("patients", "observations", "conditions", "medications", "goals", "genotypes", "images", "pgx")
+
+    def for_patients(self, ids: Iterable[str]) -> FhirTables:
+        """The rows of these patients only (rejections, counts and unmapped codes stay those of the whole read)."""
+        keep = set(map(str, ids))
+        return replace(self, **{name: getattr(self, name)[getattr(self, name)["patient_id"].astype(str).isin(keep)]
+                                .reset_index(drop=True) for name in self.TABLES})
 
 
 def _concept(cc, preferred: str | None) -> tuple[str | None, str | None, str | None]:

@@ -34,3 +34,19 @@ class LastHbA1c:
 
 def make() -> list:
     return [LastHbA1c()]
+
+
+class FailsOnOnePatient(LastHbA1c):
+    """Like :class:`LastHbA1c`, but its code breaks on the record of one patient (``MEDMETA_TEST_BREAKS_ON``)."""
+
+    name = "test-breaks-on-one"
+    model = ModelInfo("test-breaks-on-one", "1", "1" * 64)
+
+    def score(self, tables: FhirTables, *, run_time: str) -> PatientScores:
+        if os.environ.get("MEDMETA_TEST_BREAKS_ON") in set(tables.patients["patient_id"]):
+            raise ZeroDivisionError("a record this model cannot handle")
+        return super().score(tables, run_time=run_time)
+
+
+def make_with_a_failing_model() -> list:
+    return [LastHbA1c(), FailsOnOnePatient()]

@@ -35,8 +35,8 @@ def source(samples, tmp_path_factory):
 
 
 def run(source, output, **kw):
-    cfg = BatchConfig(source=str(source), output=Path(output), scorers=SCORERS, partitions=kw.pop("partitions", 5),
-                      run_time=RUN_TIME, **kw)
+    cfg = BatchConfig(source=str(source), output=Path(output), scorers=kw.pop("scorers", SCORERS),
+                      partitions=kw.pop("partitions", 5), run_time=RUN_TIME, **kw)
     return run_batch(cfg, show_progress=False)
 
 
@@ -205,3 +205,29 @@ def test_cli_runs_the_scorers_it_is_given_and_names_a_bad_one(source, tmp_path):
                                       "--scorers", "medmeta.scoring:no_such_factory"])
     assert isinstance(result.exception, MedmetaError)
     assert "medmeta.scoring:no_such_factory" in str(result.exception)
+
+
+def test_a_model_failing_on_one_patient_costs_only_that_result(source, reference, tmp_path, monkeypatch, caplog):
+    ref_out, ref_manifest = reference
+    outcomes = [orjson.loads(x) for x in (ref_out / "outcomes.ndjson").read_bytes().splitlines()]
+    victim = next(o["patient"] for o in outcomes if o["status"] == "scored")
+    monkeypatch.setenv("MEDMETA_TEST_BREAKS_ON", victim)
+    manifest = run(source, tmp_path, scorers="batch_scorers:make_with_a_failing_model")
+    assert manifest["model_errors"] == {"test-breaks-on-one": {
+        "patients": 1, "first": "ZeroDivisionError: a record this model cannot handle"}}
+    scored = ref_manifest["counts"]["patients"]["scored"]
+    assert manifest["counts"]["results"]["Observation"] == 2 * scored - 1  # every result but one
+    lines = {o["patient"]: o for o in map(orjson.loads, (tmp_path / "outcomes.ndjson").read_bytes().splitlines())}
+    assert lines[victim]["status"] == "scored" and lines[victim]["models"] == ["test-last-hba1c"]
+    assert lines[victim]["model_errors"] == ["test-breaks-on-one: ZeroDivisionError: a record this model cannot handle"]
+    assert "model test-breaks-on-one failed on a partition (ZeroDivisionError)" in caplog.text
+    assert victim not in caplog.text  # the log names the model and the error type, not the patient
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"workers": 0}, "workers must be at least 1"), ({"partitions": -1}, "partitions must be at least 1"),
+    ({"dry_run": True}, "give --post URL"), ({"chunk_size": 0}, "chunk_size must be at least 1")])
+def test_impossible_settings_are_refused_before_anything_runs(source, tmp_path, option, message):
+    with pytest.raises(MedmetaError, match=message):
+        BatchConfig(source=str(source), output=tmp_path, **option)
+    assert not any(tmp_path.iterdir())

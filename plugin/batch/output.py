@@ -58,11 +58,13 @@ def merge(plan: Plan, workdir: Path, output: Path, models: list[ModelInfo],
     patients: Counter = Counter()
     skipped: Counter = Counter()
     resources: Counter = Counter()
-    errors: dict[str, str] = {}
+    errors: dict[str, dict] = {}
     for s in summaries:
         patients.update(s["patients"])
         resources.update({k: s["resources"][k] for k in ("read", "used", "ignored", "rejected")})
-        errors.update(s["model_errors"])
+        for model, e in s["model_errors"].items():  # patients failed in all partitions, and the first error
+            errors[model] = {"patients": errors.get(model, {}).get("patients", 0) + e["patients"],
+                             "first": errors.get(model, e)["first"]}
     for d in parts:
         with (d / "outcomes.ndjson").open("rb") as f:
             skipped.update(o["reason"] for o in map(orjson.loads, f) if o["status"] == "skipped")

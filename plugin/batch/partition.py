@@ -21,9 +21,9 @@ import orjson
 from medmeta.batch.plan import Plan
 from medmeta.batch.shuffle import spilled_entries
 from medmeta.errors import MedmetaError
-from medmeta.fhir import read_entries, validate_r4
+from medmeta.fhir import FhirTables, read_entries, validate_r4
 from medmeta.fhir.sources import Entry, iter_file
-from medmeta.scoring import Scorer
+from medmeta.scoring import PatientScores, Scorer
 
 log = logging.getLogger("medmeta.batch")
 
@@ -57,6 +57,39 @@ def _lines(items: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(x, option=orjson.OPT_SORT_KEYS) + b"\n" for x in items)
 
 
+def _validated(scores: PatientScores) -> PatientScores:
+    for resources in scores.results.values():
+        for r in resources:
+            validate_r4(r)
+    return scores
+
+
+def score_patients(scorer: Scorer, tables: FhirTables, run_time: str) -> tuple[PatientScores, dict[str, str]]:
+    """A model's validated results for the partition, and the patients it failed on with the error.
+
+    The model scores the whole partition at once; if that fails, it scores each patient alone, so a
+    patient whose record breaks a model costs that patient's result of that model only. The log names
+    the model and the error type, never a patient or a value.
+    """
+    try:
+        return _validated(scorer.score(tables, run_time=run_time)), {}
+    except Exception as exc:  # any model failure is isolated and reported, never fatal
+        log.warning("model %s failed on a partition (%s); scoring its patients one by one", scorer.name,
+                    type(exc).__name__)
+    scores, failed = PatientScores(), {}
+    for pid in sorted(tables.patients["patient_id"].astype(str)):
+        try:
+            one = _validated(scorer.score(tables.for_patients([pid]), run_time=run_time))
+        except Exception as exc:
+            failed[pid] = f"{type(exc).__name__}: {exc}"
+            continue
+        scores.results.update(one.results)
+        scores.skipped.update(one.skipped)
+    if failed:
+        log.warning("model %s failed on %d patient(s) of a partition", scorer.name, len(failed))
+    return scores, failed
+
+
 def process_partition(plan: Plan, partition: int, workdir: Path, factory: str) -> dict[str, Any]:
     """Score ``partition`` unless it is already done; return its summary."""
     final = partition_dir(workdir, partition)
@@ -67,32 +100,31 @@ def process_partition(plan: Plan, partition: int, workdir: Path, factory: str) -
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     models: dict[str, list[str]] = defaultdict(list)
     reasons: dict[str, list[str]] = defaultdict(list)
-    errors: dict[str, str] = {}
+    errors: dict[str, dict[str, Any]] = {}
+    failures: dict[str, list[str]] = defaultdict(list)
     for scorer in load_scorers(factory):
-        try:
-            scores = scorer.score(tables, run_time=plan.run_time)
-            for pid, resources in scores.results.items():
-                results[pid].extend(validate_r4(r) for r in resources)
-                models[pid].append(scorer.name)
-        except Exception as exc:  # one failing model must not stop the others; it is reported
-            log.exception("model %s failed on partition %d", scorer.name, partition)
-            errors[scorer.name] = f"{type(exc).__name__}: {exc}"
-            continue
+        scores, failed = score_patients(scorer, tables, plan.run_time)
+        for pid, resources in scores.results.items():
+            results[pid].extend(resources)
+            models[pid].append(scorer.name)
         for pid, why in scores.skipped.items():
             reasons[pid].append(f"{scorer.name}: {why}")
+        for pid, error in failed.items():
+            failures[pid].append(f"{scorer.name}: {error}")
+        if failed:
+            errors[scorer.name] = {"patients": len(failed), "first": next(iter(failed.values()))}
 
     by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     outcomes = []
     for pid in patients:
         for r in results.get(pid, ()):
             by_type[r["resourceType"]].append(r)
+        failed = {"model_errors": failures[pid]} if pid in failures else {}
         if models.get(pid):
-            outcomes.append({"patient": pid, "status": "scored", "models": models[pid]})
+            outcomes.append({"patient": pid, "status": "scored", "models": models[pid], **failed})
         else:
-            why = "; ".join(reasons.get(pid, [])) or "no model applies"
-            if errors:
-                why = "; ".join([why, *(f"{m}: error" for m in errors)])
-            outcomes.append({"patient": pid, "status": "skipped", "reason": why})
+            why = "; ".join(reasons.get(pid, []) + [f"model error ({e})" for e in failures.get(pid, [])])
+            outcomes.append({"patient": pid, "status": "skipped", "reason": why or "no model applies", **failed})
     counts = tables.counts
     summary = {
         "partition": partition,

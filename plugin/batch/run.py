@@ -22,6 +22,7 @@ from medmeta.batch.partition import load_scorers, process_partition
 from medmeta.batch.plan import make_plan, resume_or_save
 from medmeta.batch.shuffle import shuffle_file
 from medmeta.batch.writeback import post_with_retries
+from medmeta.errors import MedmetaError
 from medmeta.progress import progress
 
 DEFAULT_SCORERS = "medmeta.scoring:default_scorers"
@@ -43,6 +44,16 @@ class BatchConfig:
     scorers: str = DEFAULT_SCORERS
     #: the run's timestamp (ISO 8601) on its results; default: when the run starts (kept on resume)
     run_time: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise MedmetaError(f"workers must be at least 1, got {self.workers}")
+        if self.partitions is not None and self.partitions < 1:
+            raise MedmetaError(f"partitions must be at least 1, got {self.partitions}")
+        if self.chunk_size < 1:
+            raise MedmetaError(f"chunk_size must be at least 1, got {self.chunk_size}")
+        if self.dry_run and not self.post:
+            raise MedmetaError("dry_run builds the Bundles for --post: give --post URL with it")
 
 
 @contextlib.contextmanager

@@ -52,7 +52,8 @@ def batch(
         console.print(f"Write-back to {w['url']}: {w['resources']:,} resources in {w['bundles']} Bundles"
                       + (" (dry run, nothing sent)" if w["dry_run"] else ""))
     for model, error in manifest["model_errors"].items():
-        console.print(f"[red]model {model} failed:[/red] {error}", highlight=False)
+        console.print(f"[red]model {model} failed on {error['patients']:,} patient(s)[/red] (each in "
+                      "outcomes.ndjson; the others were scored)", highlight=False)
     console.print(f"Output: {output}  (manifest.json, rejects.ndjson, outcomes.ndjson)")
     console.print(f"[dim]{manifest['disclaimer']}[/dim]")
     if c["rejects"] or manifest["model_errors"]:
