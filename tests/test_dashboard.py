@@ -131,8 +131,37 @@ def test_treatment_accept_and_override_go_to_the_audit_log(env):
 
 
 def test_without_a_name_nothing_can_be_accepted(env):
-    at = start("Treatment", user="")
-    assert all(b.disabled for b in at.button if b.label in ("Accept", "Override"))
+    at = start("Patients", user="")
+    table = at.dataframe[0].value
+    at.sidebar.selectbox(key="patient").set_value(table[table["genotype"]]["patient"].iloc[0])
+    at.sidebar.radio(key="page").set_value("Treatment")
+    rerun(at)
+    decisions = [b for b in at.button if b.label in ("Accept", "Override")]
+    assert len(decisions) >= 2 and all(b.disabled for b in decisions)  # a suggestion is shown, but not acceptable
+
+
+def test_glucose_forecast_with_its_band_alerts_and_adaptation_curve(env):
+    at = start("Patients")
+    table = at.dataframe[0].value
+    patient = table[table["cgm"] > 0]["patient"].iloc[0]
+    at.sidebar.selectbox(key="patient").set_value(patient)
+    at.sidebar.radio(key="page").set_value("Treatment")
+    rerun(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["In 30 minutes"].endswith("mg/dL") and metrics["In 60 minutes"].endswith("mg/dL")
+    assert 0 < float(metrics["In 30 minutes"].split()[0]) < 600
+    assert metrics["Adapted on"].endswith("points of the last 24 h")
+    trace, curve = (json.loads(c.proto.spec) for c in at.get("vega_lite_chart"))
+    assert "personalised forecast" in str(trace["title"])
+    marks = [layer["mark"]["type"] for layer in trace["layer"]]
+    assert marks[:3] == ["line", "area", "line"] and "rule" in marks  # trace, band, forecast, 70/180 lines
+    assert "How the error fell as the model adapted" in str(curve["title"])
+    assert "confirm with a fingerstick" in texts(at)
+    button(at, "Accept").click()
+    rerun(at)
+    glucose = AuditLog(env).events(patient).query("kind == 'glucose'")
+    assert list(glucose["action"]) == ["shown", "accepted"]
+    assert set(json.loads(glucose["suggestion"].iloc[-1])) >= {"glucose_30min", "band_30min", "alert"}
 
 
 def test_diagnosis_with_evidence_then_a_new_class_is_used_by_the_next_prediction(env, home):

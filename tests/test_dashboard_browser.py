@@ -26,6 +26,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 USER = "Dr Browser"
+WARFARIN_PATIENT = "PA135312273"  # the first IWPC patient of the embedded samples (a genotype, a dose)
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium) to run the "
@@ -102,16 +103,32 @@ def test_one_diagnosis_and_one_accepted_suggestion_in_chromium(server, tmp_path)
             expect(page.get_by_text("Evidence: the most similar stored cases")).to_be_visible()
             expect(page.get_by_text("Suggested class")).to_be_visible()
             expect(page.get_by_text("similarity").first).to_be_visible()
+            page.wait_for_timeout(2000)  # the charts draw after their elements appear
             page.screenshot(path=shots / "diagnosis.png", full_page=True)
 
             page.get_by_role("button", name="Accept").click()
             expect(page.get_by_text("Accepted; recorded in the audit log.")).to_be_visible()
             page.screenshot(path=shots / "accepted.png", full_page=True)
+
+            # a treatment suggestion: the Treatment page, then a patient with a genotype typed into the sidebar's list
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            sidebar.get_by_text("Treatment", exact=True).click()
+            expect(page.get_by_role("heading", name="Treatment")).to_be_visible()
+            sidebar.get_by_label("Patient", exact=True).click()
+            page.keyboard.type(WARFARIN_PATIENT)
+            page.get_by_role("option", name=WARFARIN_PATIENT).click()
+            expect(page.get_by_text("mg/week").first).to_be_visible()
+            page.get_by_role("button", name="Accept").first.click()
+            expect(page.get_by_text("Accepted; recorded in the audit log.")).to_be_visible()
+            page.wait_for_timeout(2000)
+            page.screenshot(path=shots / "treatment.png", full_page=True)
         finally:
             browser.close()
-    for name in ("patients.png", "diagnosis.png", "accepted.png"):
+    for name in ("patients.png", "diagnosis.png", "accepted.png", "treatment.png"):
         check_png(shots / name)
     with sqlite3.connect(audit) as db:
         rows = db.execute("SELECT user, action, model_version FROM events WHERE kind = 'diagnosis'").fetchall()
+        dose = db.execute("SELECT user, action, patient FROM events WHERE kind = 'warfarin'").fetchall()
     assert [(u, a) for u, a, _ in rows] == [(USER, "shown"), (USER, "accepted")]
     assert all("memory v" in v for _, _, v in rows)
+    assert dose == [(USER, "shown", WARFARIN_PATIENT), (USER, "accepted", WARFARIN_PATIENT)]

@@ -158,7 +158,7 @@ def _diagnose(ctx: Context, bundle: Path, memory, image: np.ndarray, origin: str
         y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
         tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
         color=alt.condition(alt.datum["class"] == p.predicted, alt.value("#4c78a8"), alt.value("#9ecae9")),
-    ).properties(title="Class probabilities (the 10 highest)", height=40 + 22 * len(frame)), width="stretch")
+    ).properties(title="Class probabilities (the 10 highest)", height=alt.Step(22)), width="stretch")
     st.subheader("Evidence: the most similar stored cases")
     stored = memory.images([e.case_id for e in p.evidence])
     for col, e, picture in zip(st.columns(len(p.evidence)), p.evidence, stored, strict=True):

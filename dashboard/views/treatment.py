@@ -54,10 +54,10 @@ def warfarin(ctx: Context) -> None:
         factors["label"] = factors["factor"] + ": " + factors["value"]
         chart = alt.Chart(factors).mark_bar().encode(
             x=alt.X("effect_mg_week:Q", title="effect on the dose (mg/week)"),
-            y=alt.Y("label:N", sort="-x", title=None),
+            y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
             color=alt.condition("datum.effect_mg_week > 0", alt.value("#4c78a8"), alt.value("#e45756")),
             tooltip=["factor", "value", "effect_mg_week"])
-        st.altair_chart(chart.properties(title="What moved the dose", height=40 + 30 * len(factors)), width="stretch")
+        st.altair_chart(chart.properties(title="What moved the dose", height=alt.Step(28)), width="stretch")
     if s.missing_inputs:
         st.warning(f"Missing inputs (less reliable suggestion): {', '.join(s.missing_inputs)}")
     fused(ctx, row)
