@@ -56,7 +56,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 60) -> No
     raise AssertionError(f"the SuperLink did not open port {port}")
 
 
-@pytest.mark.slow  # about 1-1.5 minutes: process start-up and a 30 s round timeout
+# about a minute, mostly waiting (process start-up and the 30 s round timeout): in the default run
 def test_real_processes_finish_a_round_whose_client_was_killed(samples, tmp_path):
     from medmeta.federated import FLOWER_APP
     from medmeta.treatment.glucose import GlucoseForecaster
