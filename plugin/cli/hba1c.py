@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import platform
+import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -37,8 +40,12 @@ def evaluate(
     from medmeta.treatment.hba1c import evaluate as run
 
     torch.set_num_threads(1)
+    start = time.monotonic()
     tasks = _tasks(input, k)
     result = {"input": input, **run(tasks, n_boot=bootstrap)}
+    result.update({"command": "medmeta " + " ".join(sys.argv[1:]) if sys.argv[1:] else "medmeta hba1c eval",
+                   "machine": f"{platform.machine()}, 1 torch thread, {platform.platform()}",
+                   "seconds": round(time.monotonic() - start, 1)})
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(result, indent=2) + "\n")
     console = Console()

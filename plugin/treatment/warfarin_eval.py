@@ -6,7 +6,7 @@
 - :func:`cross_validate`: patient-level K-fold cross-validation (the model never sees the patients it is
   scored on), with the adaptation curve of each fold;
 - :func:`held_out_groups`: a whole group (a race, an indication) left out of training; the model adapts to
-  it from its first ``k`` patients (file order) and is scored on its patients after the first ``max(k)``;
+  it from its first ``k`` patients (in a seeded random order) and is scored on its patients after the first ``max(k)``;
 - :func:`evaluate`: a trained model and the baselines on any file in the IWPC layout (``medmeta warfarin eval``).
 """
 
