@@ -36,7 +36,8 @@ def test_demo_meta_learns_then_scores_the_sample_export_end_to_end(tmp_path):
     assert len({o["patient"] for o in outcomes}) == len(outcomes) == p["read"]
     assert manifest["counts"]["results"]["MedicationRequest"] == 500  # every IWPC patient
     assert manifest["counts"]["results"]["Observation"] == 2 * 6  # 30 and 60 min for every CGM subject
-    assert {m["name"] for m in manifest["models"]} == {"warfarin-dose", "glucose-forecast", "fewshot-diagnosis"}
+    assert {m["name"] for m in manifest["models"]} == {"warfarin-dose", "warfarin-fusion", "glucose-forecast",
+                                                       "fewshot-diagnosis"}
 
 
 def test_bad_data_dir_is_a_clear_error(tmp_path):

@@ -76,12 +76,28 @@ def test_proposals_are_deterministic_and_patient_specific_without_genotype(score
     assert np.std(doses) > 1  # mg/week: still driven by the clinical record
 
 
-def test_patients_without_indication_or_genotype_are_skipped_and_not_in_default_scorers(samples):
+def test_patients_without_indication_or_genotype_are_skipped(samples):
     tables = read(samples / "fhir_bulk_ndjson_10_patients")
     scores = FusionScorer().score(tables, run_time=RUN)
     assert len(scores.results) + len(scores.skipped) == len(tables.patients)
     assert set(scores.skipped.values()) <= {"no warfarin indication, genotype or warfarin record"}
-    assert "warfarin-fusion" not in {s.name for s in default_scorers()}
+
+
+def test_default_scorers_give_each_patient_one_dose_from_the_model_measured_better_for_them(scored):
+    """With a readable genotype the warfarin model proposes the dose; without one, the fused model."""
+    _, fused, frame, dropped, tables, _ = scored
+    by_name = {s.name: s for s in default_scorers()}
+    warfarin, fusion = by_name["warfarin-dose"], by_name["warfarin-fusion"]
+    genotyped_scores = warfarin.score(tables, run_time=RUN)
+    ungenotyped_scores = fusion.score(tables, run_time=RUN)
+    info = warfarin_data(frame).info
+    none = set(info.loc[info["genotype"] == "none", "subject_id"]) | dropped  # never genotyped, or removed
+    assert set(ungenotyped_scores.results) == none and len(none) > len(dropped)
+    assert set(genotyped_scores.results) == set(frame["subject_id"].astype(str)) - none
+    assert {p: r[0]["id"] for p, r in ungenotyped_scores.results.items()} == \
+        {p: fused.results[p][0]["id"] for p in none}  # the fused model's own proposals
+    assert set(genotyped_scores.skipped) == none and set(ungenotyped_scores.skipped) == set(genotyped_scores.results)
+    assert all("fused model" in why for why in genotyped_scores.skipped.values())
 
 
 @pytest.mark.slow

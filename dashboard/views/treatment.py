@@ -86,7 +86,9 @@ def fused(ctx: Context, row: pd.DataFrame) -> None:
     interval = ("80% interval {:.1f}–{:.1f}".format(*p.intervals["80%"]) if "80%" in p.intervals
                 else "no calibrated interval for this set of modalities")
     missing = f"; missing: {', '.join(p.modalities_missing)}" if p.modalities_missing else ""
-    st.write(f"Fusion model, second opinion: {float(p.prediction):.1f} mg/week ({interval}); used: {used}{missing}. "
+    role = ("second opinion" if "genotype" in p.modalities_used else
+            "the batch job's proposal for patients without a genotype, where it was measured better")
+    st.write(f"Fusion model, {role}: {float(p.prediction):.1f} mg/week ({interval}); used: {used}{missing}. "
              "See docs/fusion.md for how the two models compare.")
 
 

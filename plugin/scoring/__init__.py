@@ -49,14 +49,20 @@ def model_info(name: str, folder) -> ModelInfo:
 
 
 def default_scorers() -> list[Scorer]:
-    """Every shipped model that applies to FHIR records, as a scorer (models load once per process)."""
+    """Every shipped model that applies to FHIR records, as a scorer (models load once per process).
+
+    A warfarin dose is proposed by one model per patient: the warfarin model when the record has a readable
+    CYP2C9/VKORC1 genotype, the fused model (which uses the modalities present) when it has none.
+    """
     import logging
 
     from medmeta.scoring.diagnosis import DiagnosisScorer, shipped_bundle
+    from medmeta.scoring.fusion import FusionScorer
     from medmeta.scoring.glucose import GlucoseScorer
     from medmeta.scoring.warfarin import WarfarinScorer
 
-    scorers: list[Scorer] = [WarfarinScorer(), GlucoseScorer()]
+    scorers: list[Scorer] = [WarfarinScorer(genotyped_only=True), FusionScorer(ungenotyped_only=True),
+                             GlucoseScorer()]
     if (shipped_bundle() / "configs" / "metadata.json").is_file():  # the bundles live in the source tree
         scorers.append(DiagnosisScorer())
     else:

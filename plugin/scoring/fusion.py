@@ -1,8 +1,9 @@
 """Warfarin dose proposals from the fused model (clinical record + genotype, either may be missing).
 
-Not in :func:`medmeta.scoring.default_scorers`: it proposes a warfarin dose for the same patients as
-:class:`~medmeta.scoring.warfarin.WarfarinScorer`, so a batch job runs one or the other
-(``BatchConfig(scorers="medmeta.scoring.fusion:scorers")``); docs/fusion.md says which is better for whom.
+It proposes a warfarin dose for the same patients as :class:`~medmeta.scoring.warfarin.WarfarinScorer`, so a
+batch job gives each patient to one of them: :func:`medmeta.scoring.default_scorers` routes patients without a
+readable genotype here (where it was measured better) and the others to the warfarin model;
+``BatchConfig(scorers="medmeta.scoring.fusion:scorers")`` runs it for every patient. docs/fusion.md has the numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from medmeta.fhir import FhirTables, dose_proposal, iwpc_frame
 from medmeta.scoring import PatientScores, Scorer, model_info
-from medmeta.scoring.warfarin import WARFARIN, applies
+from medmeta.scoring.warfarin import ROUTED_TO_WARFARIN, WARFARIN, applies, genotyped
 
 _NS = uuid.UUID("6f1c3a52-9e0d-4b7a-8c1e-2d5f7a9b3c64")
 
@@ -22,18 +23,20 @@ class FusionScorer:
 
     Each proposal says which modalities it used; without a genotype it uses the clinical record alone and
     carries the interval calibrated for that case. Genotype calls it cannot read count as unknown (the
-    proposal's note names them).
+    proposal's note names them). With ``ungenotyped_only``, patients with a readable genotype are left to
+    the warfarin model (:class:`~medmeta.scoring.warfarin.WarfarinScorer` with ``genotyped_only``).
     """
 
     name = "warfarin-fusion"
 
-    def __init__(self, model: str | Path | None = None) -> None:
+    def __init__(self, model: str | Path | None = None, *, ungenotyped_only: bool = False) -> None:
         from medmeta.fusion.model import FusionModel
         from medmeta.models import model_dir
 
         folder = Path(model) if model else model_dir("warfarin_fusion")
         self.fused = FusionModel.load(folder)
         self.model = model_info(self.name, folder)
+        self.ungenotyped_only = ungenotyped_only
 
     def score(self, tables: FhirTables, *, run_time: str) -> PatientScores:
         from medmeta.fusion.datasets import warfarin_data
@@ -43,6 +46,10 @@ class FusionScorer:
         ok = applies(frame)
         out = PatientScores(skipped={str(p): "no warfarin indication, genotype or warfarin record"
                                      for p in frame.loc[~ok, "subject_id"]})
+        if self.ungenotyped_only and ok.any():
+            routed = ok & genotyped(frame)
+            out.skipped.update({str(p): ROUTED_TO_WARFARIN for p in frame.loc[routed, "subject_id"]})
+            ok &= ~routed
         if not ok.any():
             return out
         data = warfarin_data(frame[ok].reset_index(drop=True))
