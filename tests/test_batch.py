@@ -98,13 +98,53 @@ def test_two_dask_worker_processes_give_the_same_records(source, reference, tmp_
     assert manifest["counts"] == ref_manifest["counts"]
 
 
-def test_resume_after_sigkill_completes_only_the_rest(source, reference, tmp_path):
+def test_two_local_worker_processes_give_the_same_records(source, reference, tmp_path):
+    """``medmeta batch --workers 2``: the LocalCluster that run_batch starts itself."""
+    manifest = run(source, tmp_path, workers=2)
+    assert manifest["engine"] == {**manifest["engine"], "scheduler": "local", "workers": 2}
+    assert records(tmp_path) == records(reference[0])
+
+
+def test_models_are_built_once_per_worker_process(monkeypatch):
+    from medmeta.batch import partition
+
+    built = []
+    monkeypatch.setattr("batch_scorers.make", lambda: built.append(1) or [object()])
+    monkeypatch.setattr(partition, "_SCORERS", {})
+    first = partition.load_scorers(SCORERS)
+    assert partition.load_scorers(SCORERS) is first and built == [1]
+
+
+def start_run(source, output) -> subprocess.Popen:
+    """The batch job in a process of its own (its models take 1 s a partition), to be killed."""
     script = (f"import sys; sys.path.insert(0, {str(TESTS)!r});"
               "from pathlib import Path; from medmeta.batch import BatchConfig, run_batch;"
-              f"run_batch(BatchConfig(source={str(source)!r}, output=Path({str(tmp_path)!r}), scorers={SCORERS!r},"
+              f"run_batch(BatchConfig(source={str(source)!r}, output=Path({str(output)!r}), scorers={SCORERS!r},"
               f" partitions=5, run_time={RUN_TIME!r}), show_progress=False)")
     env = {**os.environ, "MEDMETA_TEST_SCORER_SLEEP": "1.0"}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True)
+
+
+def test_killed_again_and_again_at_any_stage_the_result_is_the_same(source, reference, tmp_path):
+    """SIGKILL right after the plan is written (during the shuffle), a little later, and later still."""
+    for delay in (0.0, 0.3, 1.5):
+        proc = start_run(source, tmp_path)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and not (tmp_path / ".work" / "plan.json").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    manifest = run(source, tmp_path)
+    ref_out, ref_manifest = reference
+    assert records(tmp_path) == records(ref_out)
+    assert manifest["counts"] == ref_manifest["counts"]
+
+
+def test_resume_after_sigkill_completes_only_the_rest(source, reference, tmp_path):
+    proc = start_run(source, tmp_path)
     parts = tmp_path / ".work" / "parts"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(parts.glob("part-?????"))) < 2:

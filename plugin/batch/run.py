@@ -105,12 +105,17 @@ def run_batch(cfg: BatchConfig, *, show_progress: bool = True) -> dict[str, Any]
     with dask_client(cfg.scheduler, cfg.workers) as client:
         shuffles = client.map(shuffle_file, [plan.files[i].path for i in plan.ndjson], list(plan.ndjson),
                               partitions=plan.partitions, workdir=workdir, pure=False)
-        client.gather(shuffles)
+        terminal = None if show_progress else False
+        if shuffles:
+            with progress("Partitioning NDJSON by patient", len(shuffles), force_terminal=terminal) as advance:
+                for done, future in enumerate(as_completed(shuffles), start=1):
+                    future.result()
+                    advance(done, f"{done:,} of {len(shuffles):,} files")
         shared_plan = client.scatter(plan, broadcast=True)
         futures = [client.submit(process_partition, shared_plan, p, workdir, cfg.scorers, pure=False)
                    for p in range(plan.partitions)]
         patients = 0
-        with progress("Scoring patients", plan.partitions, force_terminal=None if show_progress else False) as advance:
+        with progress("Scoring patients", plan.partitions, force_terminal=terminal) as advance:
             for done, future in enumerate(as_completed(futures), start=1):
                 patients += future.result()["patients"]["read"]
                 rate = patients / max(time.monotonic() - start, 1e-9)
