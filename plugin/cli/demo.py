@@ -48,8 +48,9 @@ def demo(
     c = manifest["counts"]
     p, r = c["patients"], c["resources"]
     console.print(f"Sample export: {export}  ({r['read']:,} FHIR resources of {p['read']:,} patients)")
-    console.print(f"Patients: {p['scored']:,} scored, {p['skipped']:,} skipped (no model applies), "
-                  f"{p['rejected']:,} rejected")
+    console.print(f"Patients: {p['scored']:,} scored, {p['skipped']:,} skipped, {p['rejected']:,} rejected")
+    for reason, n in list(c["patients_skipped_by_reason"].items())[:3]:
+        console.print(f"  skipped {n:,}: {reason}", highlight=False)
     console.print("Results: " + ", ".join(f"{k} {v:,}" for k, v in c["results"].items()))
     console.print(f"Rejected input records: {c['rejects']:,} (reasons in {results / 'rejects.ndjson'})")
     console.print(f"\nResults are in {results}/ (FHIR NDJSON per type, manifest.json, outcomes.ndjson).")
