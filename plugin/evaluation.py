@@ -23,8 +23,11 @@ from medmeta.tasks import Episode, EpisodeSampler
 
 
 def episode_accuracies(method: Any, x: torch.Tensor, episodes: Sequence[Episode], *,
-                       description: str | None = None) -> np.ndarray:
-    """Query accuracy of ``method`` in each episode (indices of ``episodes`` point into ``x``)."""
+                       description: str | None = None, predictions: list | None = None) -> np.ndarray:
+    """Query accuracy of ``method`` in each episode (indices of ``episodes`` point into ``x``).
+
+    ``predictions``, when given a list, receives each episode's ``(probabilities, query labels)``.
+    """
     out = np.empty(len(episodes))
     bar = progress(description, len(episodes)) if description else nullcontext(lambda *a: None)
     with bar as advance:
@@ -35,14 +38,37 @@ def episode_accuracies(method: Any, x: torch.Tensor, episodes: Sequence[Episode]
             for n, ep in enumerate(episodes):
                 proba = method.predict_proba_embedded(take(ep.support), ep.support_labels, take(ep.query))
                 out[n] = np.mean(proba.argmax(1) == ep.query_labels)
+                if predictions is not None:
+                    predictions.append((proba, np.asarray(ep.query_labels)))
                 advance(n + 1)
         else:
             for n, ep in enumerate(episodes):
-                proba = method.predict_proba(x[torch.as_tensor(ep.support)], ep.support_labels,
-                                             x[torch.as_tensor(ep.query)])
-                out[n] = np.mean(np.asarray(proba).argmax(1) == ep.query_labels)
+                proba = np.asarray(method.predict_proba(x[torch.as_tensor(ep.support)], ep.support_labels,
+                                                        x[torch.as_tensor(ep.query)]))
+                out[n] = np.mean(proba.argmax(1) == ep.query_labels)
+                if predictions is not None:
+                    predictions.append((proba, np.asarray(ep.query_labels)))
                 advance(n + 1)
     return out
+
+
+def calibration(predictions: Sequence[tuple[np.ndarray, np.ndarray]], bins: int = 10) -> dict:
+    """How far the predicted class's probability can be trusted: queries binned by it (equal widths from
+    1/n_way to 1), each bin's mean probability and accuracy, and the expected calibration error (ECE)."""
+    confidence = np.concatenate([p.max(1) for p, _ in predictions])
+    correct = np.concatenate([p.argmax(1) == y for p, y in predictions]).astype(float)
+    n_way = predictions[0][0].shape[1]
+    edges = np.linspace(1.0 / n_way, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        chosen = which == b
+        if chosen.any():
+            rows.append({"low": round(float(edges[b]), 4), "high": round(float(edges[b + 1]), 4),
+                         "n": int(chosen.sum()), "confidence": float(confidence[chosen].mean()),
+                         "accuracy": float(correct[chosen].mean())})
+    ece = sum(r["n"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / len(confidence)
+    return {"ece": float(ece), "queries": len(confidence), "bins": rows}
 
 
 def draw_episodes(labels: Sequence | np.ndarray, n_way: int, k_shot: int, n_query: int, n: int, *,
@@ -104,6 +130,7 @@ def evaluate_file(bundle: str | Path, data: str | Path, *, split: str = "test", 
     gives all its images beyond the support as queries (so its episodes have fewer queries;
     ``short_classes`` lists them); a request that cannot be met (more ways than classes, a
     class with no image left for a query) is refused with a :class:`~medmeta.errors.DataError`.
+    ``calibration`` bins every query by its predicted class's probability (:func:`calibration`).
     """
     import time
 
@@ -130,9 +157,12 @@ def evaluate_file(bundle: str | Path, data: str | Path, *, split: str = "test", 
     x = to_tensor(images.images, learner.in_channels, learner.image_size)
     labels = np.asarray(images.class_names, dtype=object)[images.labels]
     eps = draw_episodes(labels, ways, shots, queries, episodes, seed=(seed, ways, shots))
-    acc = episode_accuracies(learner, x, eps, description=f"{Path(bundle).name} on {Path(data).name}")
+    predictions: list = []
+    acc = episode_accuracies(learner, x, eps, description=f"{Path(bundle).name} on {Path(data).name}",
+                             predictions=predictions)
     return {
         **summary(acc), "ways": ways, "shots": shots, "queries": queries, "split": split,
+        "calibration": calibration(predictions),
         "short_classes": {name: n - shots for name, n in counts.items() if n < shots + queries},
         "class_counts": counts, "data": str(data), "bundle": str(bundle), "learner": type(learner).__name__,
         "seed": seed, "seconds": round(time.monotonic() - start, 2), "medmeta_version": medmeta.__version__,

@@ -276,6 +276,18 @@ def test_models_page_shows_bundle_cards_with_measured_or_missing_results(env, tm
     assert table["accuracy (%)"].tolist() == [61.0, 73.3] and table["95% CI (±)"].tolist() == [1.2, 1.2]
     assert "not yet measured" in texts(at)  # the matching bundle has no row in that file
     assert any("predicted_mg_week" in f.columns for f in frames)  # warfarin calibration table
+    assert "Calibration: not yet measured" in texts(at)
+
+    shipped = repo / "benchmarks" / "results" / "calibration" / "fewshot_protonet_classification_pneumoniamnist.json"
+    (results / "calibration").mkdir()
+    shutil.copy(shipped, results / "calibration" / shipped.name)
+    rerun(at)
+    [chart] = [c for c in at.get("vega_lite_chart") if "Calibration on data sets it never saw" in c.proto.spec]
+    points = next(layer for layer in json.loads(chart.proto.spec)["layer"] if layer["mark"]["type"] == "line"
+                  and layer["encoding"]["y"]["field"] == "accuracy")
+    assert points["encoding"]["x"]["field"] == "confidence"
+    ece = json.loads(shipped.read_text())["calibration"]["ece"]
+    assert f"ECE {ece:.3f}".encode() in b"".join(d.data.data for d in chart.proto.datasets)
 
 
 def test_no_patient_identifiers_in_the_application_log(env, caplog):

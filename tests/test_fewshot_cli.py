@@ -41,6 +41,10 @@ def test_eval_on_an_unseen_imbalanced_colour_file(tmp_path):
     assert 0.2 < r["accuracy"] <= 1 and r["ci95"] >= 0
     assert r["short_classes"] == {"class 4": 10}  # 20 images: 10 shots, 10 queries in every episode
     assert "class 4" in result.output and "Decision support" in result.output
+    cal = r["calibration"]  # every query, binned by its predicted class's probability
+    assert cal["queries"] == 20 * (4 * 15 + 10) == sum(b["n"] for b in cal["bins"])
+    assert sum(b["n"] * b["accuracy"] for b in cal["bins"]) / cal["queries"] == pytest.approx(r["accuracy"], abs=0.02)
+    assert all(0.2 <= b["low"] <= b["confidence"] <= b["high"] <= 1 for b in cal["bins"]) and 0 <= cal["ece"] <= 1
 
 
 def test_eval_on_a_real_grey_file_with_the_matching_bundle(tmp_path):
@@ -98,3 +102,14 @@ def test_memory_commands_add_a_class_and_predict_with_evidence(tmp_path):
     assert p["evidence"][0]["source_id"] == "effusion0.png" and p["evidence"][0]["similarity"] > 0.99
     r = runner.invoke(app, ["fewshot", "memory", "show", "--bundle", str(PROTONET), "--memory", str(memory)])
     assert "Version 2, 6 cases" in r.output
+
+
+def test_calibration_bins_and_expected_calibration_error():
+    from medmeta.evaluation import calibration
+
+    proba = np.array([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.45, 0.55]])
+    cal = calibration([(proba, np.array([0, 1, 0, 1]))], bins=5)
+    # bins of 0.1 from 0.5: 0.55 (right), 0.6 (right), then 0.95 (right) and 0.9 (wrong) share the last
+    assert [(b["low"], b["n"], b["accuracy"]) for b in cal["bins"]] == [(0.5, 1, 1.0), (0.6, 1, 1.0), (0.9, 2, 0.5)]
+    assert cal["bins"][2]["confidence"] == pytest.approx(0.925)
+    assert cal["ece"] == pytest.approx((0.45 + 0.4 + 2 * 0.425) / 4)

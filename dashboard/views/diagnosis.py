@@ -225,7 +225,8 @@ def bundle_cards(ctx: Context) -> None:
     if not folders:
         st.info(f"No few-shot bundles found in {ctx.settings.bundles} (set MEDMETA_BUNDLES).")
         return
-    protocol = ctx.settings.bundles.parent / "benchmarks" / "results" / "fewshot_protocol.json"
+    results = ctx.settings.bundles.parent / "benchmarks" / "results"
+    protocol = results / "fewshot_protocol.json"
     report = json.loads(protocol.read_text()) if protocol.is_file() else None
     for bundle in folders:
         meta = _metadata(bundle)
@@ -259,6 +260,34 @@ def bundle_cards(ctx: Context) -> None:
             st.dataframe(frame[["benchmark", "ways", "shots", "episodes", "accuracy (%)", "95% CI (±)"]],
                          hide_index=True, width="stretch")
             st.caption(origin)
+            calibration_plot(bundle, results / "calibration")
+
+
+def calibration_plot(bundle: Path, folder: Path) -> None:
+    """Reliability diagram: how often the suggested class was right, by its probability (``medmeta fewshot eval``)."""
+    frames = []
+    for path in sorted(folder.glob(f"{bundle.name}_*.json")):
+        r = json.loads(path.read_text())
+        name = f"{Path(r['data']).stem} ({r['ways']}-way {r['shots']}-shot, ECE {r['calibration']['ece']:.3f})"
+        frames.append(pd.DataFrame(r["calibration"]["bins"]).assign(data=name))
+    if not frames:
+        st.caption("Calibration: not yet measured (`medmeta fewshot eval --json`, see "
+                   "benchmarks/results/calibration/README.md).")
+        return
+    bins = pd.concat(frames, ignore_index=True)
+    diagonal = alt.Chart(pd.DataFrame({"x": [0.5, 1.0]})).mark_line(color="grey", strokeDash=[3, 3]).encode(
+        x="x:Q", y="x:Q")
+    points = alt.Chart(bins).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", title="probability of the suggested class (bin mean)", scale=alt.Scale(zero=False)),
+        y=alt.Y("accuracy:Q", title="how often it was right", scale=alt.Scale(zero=False)),
+        color=alt.Color("data:N", title=None, legend=alt.Legend(orient="bottom", labelLimit=400)),
+        tooltip=["data", "low", "high", "n", alt.Tooltip("confidence:Q", format=".2f"),
+                 alt.Tooltip("accuracy:Q", format=".2f")])
+    st.altair_chart((diagonal + points).properties(
+        title="Calibration on data sets it never saw (on the diagonal: probabilities mean what they say)",
+        height=280), width="stretch")
+    st.caption("Above the diagonal the suggestion is right more often than its probability says (under-confident); "
+               "below it, less often (over-confident). From benchmarks/results/calibration/.")
 
 
 def _evaluation(bundle: Path, report: dict | None) -> tuple[pd.DataFrame, str] | None:
