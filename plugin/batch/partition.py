@@ -119,12 +119,13 @@ def process_partition(plan: Plan, partition: int, workdir: Path, factory: str) -
     for pid in patients:
         for r in results.get(pid, ()):
             by_type[r["resourceType"]].append(r)
-        failed = {"model_errors": failures[pid]} if pid in failures else {}
+        model_errors = {"model_errors": failures[pid]} if pid in failures else {}
         if models.get(pid):
-            outcomes.append({"patient": pid, "status": "scored", "models": models[pid], **failed})
+            outcomes.append({"patient": pid, "status": "scored", "models": models[pid], **model_errors})
         else:
             why = "; ".join(reasons.get(pid, []) + [f"model error ({e})" for e in failures.get(pid, [])])
-            outcomes.append({"patient": pid, "status": "skipped", "reason": why or "no model applies", **failed})
+            outcomes.append({"patient": pid, "status": "skipped", "reason": why or "no model applies",
+                             **model_errors})
     counts = tables.counts
     summary = {
         "partition": partition,
