@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from medmeta.errors import MedmetaError
+from medmeta.fhir.sources import outcome_summary
 
 FHIR_JSON = "application/fhir+json"
 #: Answers worth trying again: too many requests, and the server's or a gateway's transient failures.
@@ -56,10 +57,7 @@ def outcome_text(response: httpx.Response) -> tuple[str, dict[str, Any] | None]:
     except ValueError:
         return response.text[:200], None
     if isinstance(doc, dict) and doc.get("resourceType") == "OperationOutcome":
-        issues = doc.get("issue") or []
-        text = "; ".join(i.get("diagnostics") or i.get("details", {}).get("text") or i.get("code", "")
-                         for i in issues)
-        return text, doc
+        return outcome_summary(doc), doc
     return str(doc)[:200], None
 
 

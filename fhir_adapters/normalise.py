@@ -116,9 +116,10 @@ def _concept(cc, preferred: str | None) -> tuple[str | None, str | None, str | N
     return chosen.system, chosen.code, chosen.display or cc.text
 
 
-#: The value[x] choices of Observation (and its components); the first six become typed values.
-VALUE_TYPES = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange",
-               "valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
+#: The value[x] choices of Observation (and its components): those the tables hold as values, and those kept
+#: as text (and reported). Together, every R4 choice of Observation.value[x].
+TABLE_VALUES = ("valueQuantity", "valueCodeableConcept", "valueString", "valueBoolean", "valueInteger", "valueRange")
+TEXT_VALUES = ("valueRatio", "valueSampledData", "valueTime", "valueDateTime", "valuePeriod")
 
 
 def _as_text(value) -> str:
@@ -284,7 +285,7 @@ class Normaliser:
             return
         time = o.effectiveDateTime or o.effectiveInstant or (o.effectivePeriod.start if o.effectivePeriod else None)
         rows = []
-        if any(getattr(o, k) is not None for k in VALUE_TYPES) or not o.component:
+        if any(getattr(o, k) is not None for k in TABLE_VALUES + TEXT_VALUES) or not o.component:
             rows.append((code, system, display, None, o))
         for comp in o.component or ():
             csys, ccode, cdisp = _concept(comp.code, t.LOINC)
@@ -325,7 +326,7 @@ class Normaliser:
             lo, hi = holder.valueRange.low, holder.valueRange.high
             text = f"{lo.value if lo else ''}..{hi.value if hi else ''} {(lo or hi).unit if (lo or hi) else ''}"
             return None, None, None, None, None, text.strip()
-        other = next((k for k in VALUE_TYPES[6:] if getattr(holder, k, None) is not None), None)
+        other = next((k for k in TEXT_VALUES if getattr(holder, k, None) is not None), None)
         if other is not None:  # Ratio, SampledData, Time, DateTime, Period: kept as text, and reported
             self._note("observations", f"{other} kept as text (no numeric value)", system, loinc, None, rid)
             return None, None, None, None, None, _as_text(getattr(holder, other))

@@ -40,6 +40,7 @@ def run_fewshot(cfg: DemoConfig, *, show_progress: bool = True) -> dict[str, Any
     """Meta-train, meta-test on unseen data, save into ``output/fewshot``; return what ``results.json`` holds."""
     import torch
 
+    from medmeta.evaluation import draw_episodes, episode_accuracies, summary
     from medmeta.learners import PrototypicalNetwork
     from medmeta.protocol import META_TEST_SETS, meta_test_pool, meta_train_pool
     from medmeta.tasks import EpisodeSampler
@@ -54,11 +55,10 @@ def run_fewshot(cfg: DemoConfig, *, show_progress: bool = True) -> dict[str, Any
     benchmarks = [("meta-val (seen classes, unseen images)", vx, vkeys, 5)]
     benchmarks += [(f"meta-test {b.name}", *meta_test_pool(b, data_dir=cfg.data_dir), b.n_way) for b in META_TEST_SETS]
     evaluations = []
-    for name, bx, bkeys, n_way in benchmarks:
-        sampler = EpisodeSampler(bkeys, n_way, cfg.shots, cfg.queries, seed=cfg.seed + 1, min_query=1)
-        acc = learner.score(sampler.tasks(bx, cfg.eval_episodes))
-        evaluations.append({"benchmark": name, "ways": n_way, "shots": cfg.shots, "episodes": acc.n,
-                            "accuracy": acc.mean, "ci95": acc.ci})
+    for index, (name, bx, bkeys, n_way) in enumerate(benchmarks):
+        episodes = draw_episodes(bkeys, n_way, cfg.shots, cfg.queries, cfg.eval_episodes, seed=(cfg.seed, index))
+        evaluations.append({"benchmark": name, "ways": n_way, "shots": cfg.shots,
+                            **summary(episode_accuracies(learner, bx, episodes))})
     out = Path(cfg.output) / "fewshot"
     model_dir = learner.save(out / "model")
     results = {

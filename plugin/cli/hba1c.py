@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +42,7 @@ def evaluate(
     start = time.monotonic()
     tasks = _tasks(input, k)
     result = {"input": input, **run(tasks, n_boot=bootstrap)}
-    result.update({"command": "medmeta " + " ".join(sys.argv[1:]) if sys.argv[1:] else "medmeta hba1c eval",
+    result.update({"command": f"medmeta hba1c eval --input {input} --json {json_out} --k {k} --bootstrap {bootstrap}",
                    "machine": f"{platform.machine()}, 1 torch thread, {platform.platform()}",
                    "seconds": round(time.monotonic() - start, 1)})
     json_out.parent.mkdir(parents=True, exist_ok=True)

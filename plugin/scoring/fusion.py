@@ -13,7 +13,7 @@ from pathlib import Path
 
 from medmeta.fhir import FhirTables, dose_proposal, iwpc_frame
 from medmeta.scoring import PatientScores, Scorer, model_info
-from medmeta.scoring.warfarin import ROUTED_TO_WARFARIN, WARFARIN, applies, genotyped
+from medmeta.scoring.warfarin import WARFARIN, applies, route_by_genotype
 
 _NS = uuid.UUID("6f1c3a52-9e0d-4b7a-8c1e-2d5f7a9b3c64")
 
@@ -47,9 +47,7 @@ class FusionScorer:
         out = PatientScores(skipped={str(p): "no warfarin indication, genotype or warfarin record"
                                      for p in frame.loc[~ok, "subject_id"]})
         if self.ungenotyped_only and ok.any():
-            routed = ok & genotyped(frame)
-            out.skipped.update({str(p): ROUTED_TO_WARFARIN for p in frame.loc[routed, "subject_id"]})
-            ok &= ~routed
+            ok = route_by_genotype(frame, ok, out, keep_genotyped=False)
         if not ok.any():
             return out
         data = warfarin_data(frame[ok].reset_index(drop=True))
